@@ -1,0 +1,42 @@
+"""Errors meant for users: each message says what went wrong and what to do."""
+
+from __future__ import annotations
+
+import difflib
+from typing import Iterable
+
+
+class ExplorerError(Exception):
+    """Base class for errors shown to users as one clear message (no traceback)."""
+
+
+class SpecError(ExplorerError):
+    """A pipeline spec or a parameter is invalid. ``field`` is the dotted path of the bad field."""
+
+    def __init__(self, field: str, message: str):
+        self.field = field
+        self.message = message
+        super().__init__(f"{field}: {message}" if field else message)
+
+
+class PluginError(ExplorerError):
+    """A plugin broke its contract (bad registration, failure inside a component)."""
+
+
+class TrainingError(ExplorerError):
+    """A run failed (non-finite loss, a component raised during training)."""
+
+
+class RunNotFound(ExplorerError):
+    """No run with that id exists in the runs folder."""
+
+
+def did_you_mean(value: object, choices: Iterable[str]) -> str:
+    """A ' (did you mean ...?)' hint for a mistyped name, or an empty string."""
+    matches = difflib.get_close_matches(str(value), list(choices), n=1, cutoff=0.5)
+    return f" (did you mean {matches[0]!r}?)" if matches else ""
+
+
+def choices_text(choices: Iterable[str]) -> str:
+    """'a, b, c' in sorted order, for messages that list the valid choices."""
+    return ", ".join(sorted(str(c) for c in choices))
