@@ -127,12 +127,13 @@ def resolve_params(params: Sequence[Param], given: Mapping[str, Any] | None, whe
     Unknown keys are an error that lists the valid names (and suggests a close match).
     """
     given = dict(given or {})
+    at = (lambda key: f"{where}.{key}") if where else (lambda key: key)
     by_name = {p.name: p for p in params}
     for key in given:
         if key not in by_name:
             valid = choices_text(by_name) or "(this component takes no parameters)"
-            raise SpecError(f"{where}.{key}", f"unknown parameter; valid parameters: {valid}" + did_you_mean(key, by_name))
-    return {p.name: (p.validate(given[p.name], f"{where}.{p.name}") if p.name in given else _copy(p.default)) for p in params}
+            raise SpecError(at(key), f"unknown parameter; valid parameters: {valid}" + did_you_mean(key, by_name))
+    return {p.name: (p.validate(given[p.name], at(p.name)) if p.name in given else _copy(p.default)) for p in params}
 
 
 def _copy(value: Any) -> Any:

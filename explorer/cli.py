@@ -1,0 +1,173 @@
+"""``genex``: the command line (also ``python -m explorer``).
+
+    genex plugins [--json]                 every component, its parameters and where it comes from
+    genex run SPEC [--steps N] [--seed S] [--device D] [--out DIR]
+    genex runs [--json]                    the run history
+    genex compare SPEC --vary FIELD=A,B    side-by-side runs (explorer.compare)
+    genex new-plugin NAME                  scaffold a plugin package (explorer.scaffold)
+
+User errors (a bad spec, an unknown component) exit with status 2 and one message, no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from typing import Any, Callable
+
+from explorer.errors import ExplorerError
+
+# Subcommands that live in their own modules: (module, help). Each module has configure(parser) and run(args) -> int.
+EXTERNAL_COMMANDS = {
+    "compare": ("explorer.compare", "train variants of one spec side by side and summarise them"),
+    "new-plugin": ("explorer.scaffold", "scaffold a generative-explorer-NAME plugin package"),
+}
+
+
+def _cmd_plugins(args: argparse.Namespace) -> int:
+    from explorer.registry import get_registry
+
+    reg = get_registry()
+    info = reg.describe()
+    if args.json:
+        print(json.dumps(info, indent=2, default=str))
+        return 0
+    for kind, comps in info["components"].items():
+        print(f"{kind}s:")
+        for c in comps:
+            src = f"{c['plugin']} ({c['distribution'] or 'local'} {c['version'] or ''})".replace(" )", ")")
+            print(f"  {c['name']:<22} {c['summary']}  [{src}]")
+            for p in c["params"]:
+                rng = ""
+                if "choices" in p:
+                    rng = " choices: " + ", ".join(map(str, p["choices"]))
+                elif "low" in p or "high" in p:
+                    rng = f" range: {p.get('low', '-inf')} .. {p.get('high', 'inf')}"
+                print(f"      {p['name']} ({p['kind']}, default {p['default']!r}){rng}  {p['help']}")
+    for name, why in info["skipped"].items():
+        print(f"skipped plugin {name}: {why}")
+    if info["errors"]:
+        print("\nplugins that failed to load:")
+        for e in info["errors"]:
+            dist = f" ({e['distribution']} {e['version']})" if e["distribution"] else ""
+            print(f"  {e['plugin']}{dist} [{e['stage']}]: {e['message']}")
+            if args.verbose and e["traceback"]:
+                print("    " + e["traceback"].replace("\n", "\n    "))
+        if not args.verbose:
+            print("  (genex plugins --verbose shows the tracebacks)")
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from explorer.manager import run_foreground
+    from explorer.spec import parse_spec
+
+    spec = parse_spec(args.spec, steps=args.steps, seed=args.seed, device=args.device)
+    bar = tqdm(total=spec.steps, unit="step", dynamic_ncols=True, disable=args.quiet)
+
+    def progress(trainer: Any) -> None:
+        def on_log(tr: Any, rec: dict[str, Any]) -> None:
+            bar.n = rec["step"]
+            shown = {k: f"{v:.4g}" for k, v in rec.items() if k not in ("step", "time", "steps_per_s") and isinstance(v, float)}
+            bar.set_postfix(shown, refresh=False)
+            bar.refresh()
+
+        bar.n = trainer.p.step
+        bar.set_description(f"{spec.short_name()} on {trainer.state.device}")
+        trainer.add_callback("log", on_log)
+
+    from explorer.training import TrainerConfig
+
+    # Headless: no live snapshots for a UI, only the saved ones every snapshot_every steps.
+    store, state = run_foreground(spec, out=args.out, progress=progress, config=TrainerConfig(snapshot_hz=0))
+    bar.close()
+    view = state.view()
+    st = store.read_status()
+    print(f"run {store.id}: {view.status} at step {view.step}/{spec.steps} -> {store.path}")
+    final = st.get("final_metrics") or {}
+    losses = next((r for r in reversed(view.history) if "g_loss" in r), {})
+    for key in ("d_loss", "g_loss"):
+        if key in losses:
+            print(f"  {key:<22} {losses[key]:.4g}")
+    for key, value in sorted(final.items()):
+        print(f"  {key:<22} {value:.4g}")
+    if view.status == "failed":
+        print(f"error: {view.error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cmd_runs(args: argparse.Namespace) -> int:
+    from explorer.runs import list_runs
+
+    runs = list_runs(args.root)
+    if args.json:
+        print(json.dumps([{**r.__dict__, "path": str(r.path)} for r in runs], indent=2, default=str))
+        return 0
+    if not runs:
+        print("no runs yet (genex run SPEC makes one)")
+    for r in runs:
+        comps = " ".join(f"{k}={v}" for k, v in r.components.items())
+        print(f"{r.id:<48} {r.status:<11} {r.step:>7}/{r.total_steps:<7} {comps}")
+    return 0
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable[[argparse.Namespace], int]]]:
+    parser = argparse.ArgumentParser(prog="genex", description="Generative Explorer: train and compare generative models from pipeline specs.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    handlers: dict[str, Callable[[argparse.Namespace], int]] = {}
+
+    p = sub.add_parser("plugins", help="list installed components and plugins (and plugins that failed to load)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--verbose", "-v", action="store_true", help="show tracebacks of plugins that failed")
+    handlers["plugins"] = _cmd_plugins
+
+    p = sub.add_parser("run", help="train a pipeline spec (TOML or JSON) headless")
+    p.add_argument("spec", help="path to a .toml or .json spec")
+    p.add_argument("--steps", type=int, help="override the spec's steps")
+    p.add_argument("--seed", type=int, help="override the spec's seed")
+    p.add_argument("--device", help="auto, cpu, cuda or mps")
+    p.add_argument("--out", help="run folder (default: $GENEX_RUNS_DIR or ./runs, then <timestamp>-<name>)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    handlers["run"] = _cmd_run
+
+    p = sub.add_parser("runs", help="list runs in the runs folder")
+    p.add_argument("--root", help="runs folder (default: $GENEX_RUNS_DIR or ./runs)")
+    p.add_argument("--json", action="store_true")
+    handlers["runs"] = _cmd_runs
+
+    for name, (module, help_text) in EXTERNAL_COMMANDS.items():
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+            continue
+        p = sub.add_parser(name, help=help_text)
+        mod.configure(p)
+        handlers[name] = mod.run
+    return parser, handlers
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser, handlers = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 2
+    try:
+        return handlers[args.command](args)
+    except ExplorerError as exc:
+        print(f"genex {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,65 @@
+"""Device choice (cuda > mps > cpu), seeding and precision."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from typing import Iterator
+
+import torch
+
+from explorer.errors import SpecError
+
+_seed_lock = threading.Lock()
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """``auto`` = cuda, then mps, then cpu; an explicit device that is not there is a clear error."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise SpecError("device", "cuda was asked for but no CUDA GPU is available here; use device = \"auto\" or \"cpu\"")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
+        raise SpecError("device", "mps was asked for but Apple's Metal backend is not available; use device = \"auto\" or \"cpu\"")
+    return torch.device(name)
+
+
+def make_generator(device: torch.device, seed: int) -> torch.Generator:
+    """A torch.Generator on ``device`` seeded with ``seed``: one per random stream (data, noise)."""
+    gen = torch.Generator(device=device)
+    gen.manual_seed(int(seed) % (2**63))
+    return gen
+
+
+def stream_seed(seed: int, stream: str) -> int:
+    """Independent, reproducible seeds for named streams (``data``, ``noise``, ``weights``, ...)."""
+    import numpy as np
+
+    tag = int.from_bytes(stream.encode()[:8].ljust(8, b"\0"), "little")
+    return int(np.random.SeedSequence([int(seed), tag]).generate_state(1, dtype=np.uint64)[0] % (2**62))
+
+
+@contextlib.contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Seed torch's global RNG for the block (weight initialisation) without disturbing other threads'
+    results: the block holds a lock and restores the previous RNG state afterwards."""
+    with _seed_lock, torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA when asked for; a no-op elsewhere."""
+    if precision == "bf16" and device.type == "cuda":
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def describe(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return device.type

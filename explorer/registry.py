@@ -1,0 +1,346 @@
+"""The plugin registry: one pluggy PluginManager, entry-point discovery, per-plugin isolation.
+
+Built-in plugins (``plugins/``) and third-party packages register through the same
+``generative_explorer`` entry-point group. Each plugin is imported and each of its hooks is called
+on its own, so a plugin that fails to import, raises in a hook or registers a bad component is
+recorded as a :class:`LoadError` (with its traceback) and every other plugin keeps working
+(unlike pluggy's default loader, where one failure takes all down: llm issues #875, #1280).
+
+Environment switches:
+  GENEX_LOAD_PLUGINS   comma list of third-party plugins (entry-point or distribution names) to load;
+                       set but empty = built-ins only. Unset = everything installed.
+  GENEX_BLOCK_PLUGINS  comma list of plugins (entry-point, module or distribution names) never to load.
+  GENEX_STRICT_PLUGINS=1  re-raise the first plugin failure instead of recording it (for plugin authors).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata as md
+import os
+import threading
+import traceback
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any, Callable, Iterable, Mapping
+
+import pluggy
+
+from explorer import hookspecs
+from explorer.components import BASES, KINDS, NAME_RE, Component
+from explorer.errors import PluginError, SpecError, choices_text, did_you_mean
+from explorer.params import check_declarations
+
+PROJECT = "generative_explorer"
+BUILTIN_DIST = "generative-explorer"
+HOOK_KINDS = {
+    "register_samplers": "sampler",
+    "register_architectures": "architecture",
+    "register_objectives": "objective",
+    "register_metrics": "metric",
+}
+# Used only when the generative-explorer distribution is not installed (running from a bare checkout);
+# the installed package registers the same modules through its entry points (pyproject.toml).
+DEFAULT_PLUGINS: dict[str, str] = {
+    "noise": "plugins.noise",
+    "inverse-transform": "plugins.inverse_transform",
+    "rejection": "plugins.rejection",
+    "metropolis-hastings": "plugins.metropolis_hastings",
+    "mixture-1d": "plugins.mixture_1d",
+    "toys-2d": "plugins.toys2d",
+    "images": "plugins.images",
+    "mlp": "plugins.mlp",
+    "dcgan": "plugins.dcgan",
+    "gan-objectives": "plugins.gan_objectives",
+    "mmd": "plugins.mmd",
+    "metrics-samples": "plugins.metrics_samples",
+    "metrics-1d": "plugins.metrics_1d",
+    "metrics-2d": "plugins.metrics_2d",
+    "metrics-images": "plugins.metrics_images",
+}
+
+
+@dataclass(frozen=True)
+class ComponentInfo:
+    """A registered component and where it came from."""
+
+    kind: str
+    name: str
+    cls: type[Component]
+    plugin: str
+    dist: str | None
+    version: str | None
+
+    @property
+    def builtin(self) -> bool:
+        return self.dist == BUILTIN_DIST
+
+    @property
+    def source(self) -> str:
+        """'plugin (dist version)' for listings."""
+        if self.dist:
+            return f"{self.plugin} ({self.dist} {self.version or '?'})"
+        return self.plugin
+
+    def describe(self) -> dict[str, Any]:
+        out = self.cls.describe()
+        out.update(plugin=self.plugin, distribution=self.dist, version=self.version)
+        return out
+
+
+@dataclass
+class PluginInfo:
+    name: str
+    module: str
+    dist: str | None
+    version: str | None
+    components: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def builtin(self) -> bool:
+        return self.dist == BUILTIN_DIST
+
+
+@dataclass
+class LoadError:
+    """A plugin failure: which plugin, at which stage (import, hook, register), why, and the traceback."""
+
+    plugin: str
+    dist: str | None
+    version: str | None
+    stage: str
+    message: str
+    traceback: str = ""
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "plugin": self.plugin, "distribution": self.dist, "version": self.version,
+            "stage": self.stage, "message": self.message, "traceback": self.traceback,
+        }
+
+
+def _env_list(name: str) -> list[str] | None:
+    raw = os.environ.get(name)
+    if raw is None:
+        return None
+    return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def _strict() -> bool:
+    return os.environ.get("GENEX_STRICT_PLUGINS", "") not in ("", "0", "false", "False")
+
+
+class Registry:
+    """Components by kind and name, the plugins they came from, and the plugins that failed."""
+
+    def __init__(self) -> None:
+        self.pm = pluggy.PluginManager(PROJECT)
+        self.pm.add_hookspecs(hookspecs)
+        self.components: dict[str, dict[str, ComponentInfo]] = {k: {} for k in KINDS}
+        self.plugins: dict[str, PluginInfo] = {}
+        self.errors: list[LoadError] = []
+        self.skipped: dict[str, str] = {}  # plugin -> why it was not loaded (blocked / not selected)
+
+    # -- loading ------------------------------------------------------------------------------
+    def load_installed(self) -> "Registry":
+        """Discover and load every plugin in the entry-point group (honouring the env switches)."""
+        load_only = _env_list("GENEX_LOAD_PLUGINS")
+        blocked = set(_env_list("GENEX_BLOCK_PLUGINS") or [])
+        eps = sorted(md.entry_points(group=PROJECT), key=lambda e: (e.dist.name if e.dist else "", e.name))
+        have_builtin_eps = any(ep.dist is not None and _norm(ep.dist.name) == _norm(BUILTIN_DIST) for ep in eps)
+        if not have_builtin_eps:
+            for name, module in DEFAULT_PLUGINS.items():
+                if name in blocked or module in blocked:
+                    self.skipped[name] = "blocked by GENEX_BLOCK_PLUGINS"
+                    continue
+                self.load_module(module, name=name, dist=BUILTIN_DIST, version=_version(BUILTIN_DIST))
+        for ep in eps:
+            dist = ep.dist.name if ep.dist else None
+            version = ep.dist.version if ep.dist else None
+            builtin = dist is not None and _norm(dist) == _norm(BUILTIN_DIST)
+            names = {ep.name, ep.value, dist or ""}
+            if names & blocked:
+                self.skipped[ep.name] = "blocked by GENEX_BLOCK_PLUGINS"
+                continue
+            if not builtin and load_only is not None and not names & set(load_only):
+                self.skipped[ep.name] = "not listed in GENEX_LOAD_PLUGINS"
+                continue
+            self._load(lambda ep=ep: ep.load(), ep.name, dist, version)
+        return self
+
+    def load_module(self, module: str, name: str | None = None, dist: str | None = None, version: str | None = None) -> bool:
+        """Import a module by name and register it as a plugin."""
+        return self._load(lambda: importlib.import_module(module), name or module, dist, version)
+
+    def _load(self, importer: Callable[[], Any], name: str, dist: str | None, version: str | None) -> bool:
+        try:
+            obj = importer()
+        except BaseException as exc:  # noqa: BLE001 - an import may raise anything, even SystemExit
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            self._fail(name, dist, version, "import", f"{type(exc).__name__}: {exc}", exc)
+            return False
+        return self.add_plugin(obj, name=name, dist=dist, version=version)
+
+    def add_plugin(self, obj: Any, name: str | None = None, dist: str | None = None, version: str | None = None) -> bool:
+        """Register a module or object holding hook implementations, then call its hooks one by one.
+
+        Returns False (and records a LoadError) when the plugin could not be registered at all.
+        """
+        name = name or getattr(obj, "__name__", None) or type(obj).__name__
+        if name in self.plugins:
+            self._fail(name, dist, version, "register", f"a plugin named {name!r} is already loaded", None)
+            return False
+        try:
+            self.pm.register(obj, name=name)
+        except Exception as exc:  # pluggy validates hook names and signatures here
+            self._fail(name, dist, version, "register", f"{type(exc).__name__}: {exc}", exc)
+            return False
+        module = getattr(obj, "__name__", type(obj).__module__)
+        info = PluginInfo(name=name, module=module, dist=dist, version=version)
+        self.plugins[name] = info
+        for hook_name, kind in HOOK_KINDS.items():
+            for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
+                if impl.plugin is not obj:
+                    continue
+                try:
+                    impl.function(register=self._registrar(kind, info))
+                except Exception as exc:
+                    self._fail(name, dist, version, "hook", f"{hook_name} raised {type(exc).__name__}: {exc}", exc)
+        return True
+
+    def remove_plugin(self, name: str) -> None:
+        """Unregister a plugin and its components (tests register a plugin in a fixture and remove it after)."""
+        info = self.plugins.pop(name, None)
+        if info is None:
+            return
+        for kind, cname in info.components:
+            self.components[kind].pop(cname, None)
+        if self.pm.get_plugin(name) is not None:
+            self.pm.unregister(name=name)
+
+    def _registrar(self, kind: str, info: PluginInfo) -> Callable[[type], None]:
+        def register(cls: type) -> None:
+            try:
+                self._check(kind, cls, info)
+            except Exception as exc:
+                what = getattr(cls, "name", None) or getattr(cls, "__name__", repr(cls))
+                self._fail(info.name, info.dist, info.version, "register", f"{kind} {what!r} rejected: {exc}", exc)
+                return
+            self.components[kind][cls.name] = ComponentInfo(kind, cls.name, cls, info.name, info.dist, info.version)
+            info.components.append((kind, cls.name))
+
+        return register
+
+    def _check(self, kind: str, cls: type, info: PluginInfo) -> None:
+        base = BASES[kind]
+        if not isinstance(cls, type) or not issubclass(cls, base):
+            raise TypeError(f"register_{kind}s must register a subclass of explorer.{base.__name__}, got {cls!r}")
+        if not isinstance(cls.name, str) or not NAME_RE.match(cls.name):
+            raise ValueError(f"component name must be kebab-case (like 'ring8' or 'wgan-gp'), got {cls.name!r}")
+        check_declarations(cls.params)
+        existing = self.components[kind].get(cls.name)
+        if existing is not None:
+            raise ValueError(f"duplicate {kind} name {cls.name!r}: already registered by plugin {existing.plugin!r}")
+        from explorer import contract  # local: contract checks import torch-heavy helpers lazily
+
+        contract.check_class(kind, cls)
+
+    def _fail(self, plugin: str, dist: str | None, version: str | None, stage: str, message: str, exc: BaseException | None) -> None:
+        if exc is not None and _strict():
+            raise exc
+        tb = "".join(traceback.format_exception(exc)) if exc is not None else ""
+        self.errors.append(LoadError(plugin, dist, version, stage, message, tb))
+
+    # -- lookup -------------------------------------------------------------------------------
+    def names(self, kind: str) -> list[str]:
+        return sorted(self.components[kind])
+
+    def get(self, kind: str, name: str, where: str | None = None) -> ComponentInfo:
+        """The component, or a SpecError naming the field, the bad value and the valid choices."""
+        found = self.components[kind].get(name)
+        if found is not None:
+            return found
+        where = where or kind
+        failed = [e.plugin for e in self.errors]
+        extra = f" (plugins that failed to load: {', '.join(failed)}; see `genex plugins`)" if failed else ""
+        raise SpecError(
+            where,
+            f"unknown {kind} {name!r}; choose one of: {choices_text(self.components[kind])}"
+            + did_you_mean(name, self.components[kind]) + extra,
+        )
+
+    def create(self, kind: str, name: str, params: Mapping[str, Any] | None = None, where: str | None = None) -> Component:
+        """Instantiate a component with validated parameters; a plugin's own failure names the plugin."""
+        info = self.get(kind, name, where)
+        try:
+            return info.cls(**dict(params or {}))
+        except SpecError as exc:
+            if where and not exc.field.startswith(where):
+                raise SpecError(f"{where}.{exc.field}" if exc.field else where, exc.message) from None
+            raise
+        except Exception as exc:
+            raise PluginError(
+                f"{kind} {name!r} from plugin {info.source} failed to start: {type(exc).__name__}: {exc}"
+            ) from exc
+
+    def blame(self, exc: BaseException) -> ComponentInfo | None:
+        """The component whose code raised ``exc`` (innermost frame in a plugin's module), if any."""
+        modules = {}
+        for kind in KINDS:
+            for info in self.components[kind].values():
+                modules[info.cls.__module__] = info
+        found = None
+        tb = exc.__traceback__
+        while tb is not None:
+            mod = tb.tb_frame.f_globals.get("__name__", "")
+            if mod in modules:
+                found = modules[mod]
+            tb = tb.tb_next
+        return found
+
+    def describe(self) -> dict[str, Any]:
+        """Everything ``genex plugins --json`` prints."""
+        return {
+            "components": {k: [self.components[k][n].describe() for n in self.names(k)] for k in KINDS},
+            "plugins": [
+                {"name": p.name, "module": p.module, "distribution": p.dist, "version": p.version,
+                 "components": [f"{k}:{n}" for k, n in p.components]}
+                for p in self.plugins.values()
+            ],
+            "errors": [e.describe() for e in self.errors],
+            "skipped": dict(self.skipped),
+        }
+
+
+def _norm(name: str) -> str:
+    return name.lower().replace("_", "-")
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return md.version(dist)
+    except md.PackageNotFoundError:
+        from explorer import __version__
+
+        return __version__
+
+
+_lock = threading.Lock()
+_registry: Registry | None = None
+
+
+def get_registry(reload: bool = False) -> Registry:
+    """The process-wide registry of installed plugins, loaded once."""
+    global _registry
+    with _lock:
+        if _registry is None or reload:
+            _registry = Registry().load_installed()
+        return _registry
+
+
+def set_registry(registry: Registry | None) -> None:
+    """Replace the process-wide registry (tests)."""
+    global _registry
+    with _lock:
+        _registry = registry

@@ -1,0 +1,289 @@
+"""The pipeline spec: parse, validate, fill defaults, round-trip TOML/JSON, helpful errors.
+
+A spec names the components and the training settings. Every field has a default, so this works::
+
+    data = "ring8"
+    objective = "nonsaturating"
+
+A component is a name (``data = "ring8"``) or a table with ``name`` and its parameters
+(``[data] name = "ring8"  std = 0.05``). Optimisers live under ``[optim.generator]`` and
+``[optim.discriminator]``. The resolved spec has every default filled in and records which plugin
+(and version) each component came from, so a run made with a plugin that is no longer installed
+says exactly what is missing.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import tomli_w
+
+from explorer.errors import SpecError, choices_text, did_you_mean
+from explorer.params import Param, resolve_params
+from explorer.registry import Registry, get_registry
+
+# Top-level scalar settings: one declaration drives validation, the sidebar and the CLI.
+SETTINGS: tuple[Param, ...] = (
+    Param("name", "str", "", "a short name for the run (default: <data>-<objective>)"),
+    Param("notes", "str", "", "free text: what this pipeline shows, what to look for"),
+    Param("seed", "int", 0, "seeds the weights, the data stream and the noise stream", low=0, high=2**31 - 1),
+    Param("steps", "int", 2000, "generator steps to train", low=1, high=10_000_000),
+    Param("batch_size", "int", 256, "samples per batch (real and generated)", low=2, high=65_536),
+    Param("k_d", "int", 1, "discriminator steps per generator step (k in Goodfellow et al. 2014, Alg. 1)", low=1, high=100),
+    Param("device", "str", "auto", "auto = cuda, then mps, then cpu", choices=("auto", "cpu", "cuda", "mps")),
+    Param("precision", "str", "fp32", "bf16 autocast on CUDA (ignored elsewhere)", choices=("fp32", "bf16")),
+    Param("log_every", "int", 50, "steps between logged losses (the only host sync)", low=1, high=1_000_000),
+    Param("snapshot_every", "int", 500, "steps between sample snapshots saved to disk", low=1, high=10_000_000),
+    Param("checkpoint_every", "int", 1000, "steps between checkpoints (0 = only at the end)", low=0, high=10_000_000),
+    Param("metric_every", "int", 500, "steps between metric evaluations (0 = never)", low=0, high=10_000_000),
+    Param("snapshot_size", "int", 1000, "points (or images) kept in each snapshot", low=16, high=100_000),
+)
+
+OPTIMIZER: tuple[Param, ...] = (
+    Param("name", "str", "adam", "optimiser", choices=("adam", "sgd", "rmsprop")),
+    Param("lr", "float", 1e-3, "learning rate", low=1e-8, high=10.0, log=True),
+    Param("betas", "floats", [0.5, 0.999], "Adam's (beta1, beta2)", low=0.0, high=0.99999),
+    Param("momentum", "float", 0.0, "SGD / RMSprop momentum", low=0.0, high=0.9999),
+    Param("weight_decay", "float", 0.0, "L2 weight decay", low=0.0, high=1.0),
+)
+
+# Component slots: (spec key, component kind, default name).
+SLOTS: tuple[tuple[str, str, str], ...] = (
+    ("data", "sampler", "ring8"),
+    ("latent", "sampler", "gaussian"),
+    ("generator", "architecture", "mlp"),
+    ("discriminator", "architecture", "mlp"),
+    ("objective", "objective", "nonsaturating"),
+)
+TOP_KEYS = {p.name for p in SETTINGS} | {s[0] for s in SLOTS} | {"optim", "metrics", "provenance"}
+
+
+@dataclass
+class ComponentSpec:
+    """A component by name with its resolved parameters."""
+
+    name: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, **copy.deepcopy(self.params)}
+
+
+@dataclass
+class Spec:
+    """A resolved pipeline spec: every field validated and every default filled in."""
+
+    settings: dict[str, Any]
+    data: ComponentSpec
+    latent: ComponentSpec
+    generator: ComponentSpec
+    discriminator: ComponentSpec | None
+    objective: ComponentSpec
+    optim: dict[str, dict[str, Any]]
+    metrics: list[ComponentSpec]
+    provenance: dict[str, str] = field(default_factory=dict)
+
+    def __getattr__(self, item: str) -> Any:  # spec.steps, spec.seed, ... read the settings
+        settings = self.__dict__.get("settings", {})
+        if item in settings:
+            return settings[item]
+        raise AttributeError(item)
+
+    @property
+    def needs_discriminator(self) -> bool:
+        return self.discriminator is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = dict(copy.deepcopy(self.settings))
+        for key, _, _ in SLOTS:
+            comp = getattr(self, key)
+            if comp is not None:
+                out[key] = comp.to_dict()
+        out["optim"] = copy.deepcopy(self.optim)
+        out["metrics"] = [m.to_dict() for m in self.metrics]
+        if self.provenance:
+            out["provenance"] = dict(self.provenance)
+        return out
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=False)
+
+    def to_toml(self) -> str:
+        return tomli_w.dumps(self.to_dict())
+
+    def short_name(self) -> str:
+        return self.settings.get("name") or f"{self.data.name}-{self.objective.name}"
+
+
+# ----------------------------------------------------------------------------------------------
+def load_spec_file(path: str | Path) -> dict[str, Any]:
+    """Read a TOML or JSON spec into a plain dict, with a clear message on syntax errors."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError("", f"spec file {str(path)!r} not found")
+    text = path.read_text(encoding="utf-8")
+    return parse_text(text, fmt="json" if path.suffix.lower() == ".json" else "toml", source=str(path))
+
+
+def parse_text(text: str, fmt: str = "toml", source: str = "spec") -> dict[str, Any]:
+    try:
+        raw = json.loads(text) if fmt == "json" else tomllib.loads(text)
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise SpecError("", f"{source} is not valid {fmt.upper()}: {exc}") from None
+    if not isinstance(raw, dict):
+        raise SpecError("", f"{source} must be a table of fields, got {type(raw).__name__}")
+    return raw
+
+
+def resolve(raw: Mapping[str, Any], registry: Registry | None = None) -> Spec:
+    """Validate a raw spec dict and fill every default; raise SpecError naming the bad field."""
+    registry = registry or get_registry()
+    raw = dict(raw)
+    for key in raw:
+        if key not in TOP_KEYS:
+            raise SpecError(key, f"unknown field; valid fields: {choices_text(TOP_KEYS - {'provenance'})}" + did_you_mean(key, TOP_KEYS))
+    provenance = raw.get("provenance") or {}
+    settings = resolve_params(SETTINGS, {k: raw[k] for k in raw if k in {p.name for p in SETTINGS}}, "")
+    comps: dict[str, ComponentSpec | None] = {}
+    new_prov: dict[str, str] = {}
+    for key, kind, default in SLOTS:
+        value = raw.get(key, default)
+        comp = _component(value, key, kind, registry, provenance)
+        comps[key] = comp
+        new_prov[key] = registry.get(kind, comp.name).source
+    objective_cls = registry.get("objective", comps["objective"].name).cls
+    if not getattr(objective_cls, "needs_discriminator", True):
+        comps["discriminator"] = None
+        new_prov.pop("discriminator")
+    optim = _optim(raw.get("optim", {}), needs_d=comps["discriminator"] is not None)
+    metrics = _metrics(raw.get("metrics", "auto"), registry, provenance)
+    for m in metrics:
+        new_prov[f"metric:{m.name}"] = registry.get("metric", m.name).source
+    return Spec(settings=settings, optim=optim, metrics=metrics, provenance=new_prov, **comps)  # type: ignore[arg-type]
+
+
+def _component(value: Any, key: str, kind: str, registry: Registry, provenance: Mapping[str, str]) -> ComponentSpec:
+    if isinstance(value, str):
+        name, params = value, {}
+    elif isinstance(value, Mapping):
+        params = dict(value)
+        name = params.pop("name", None)
+        if not isinstance(name, str):
+            raise SpecError(f"{key}.name", f"missing: name the {kind}, e.g. {key} = {{ name = \"...\" }}; choose one of: {choices_text(registry.components[kind])}")
+    else:
+        raise SpecError(key, f"expected a {kind} name or a table with 'name', got {value!r}")
+    if name not in registry.components[kind] and key in provenance:
+        raise SpecError(key, f"{kind} {name!r} came from {provenance[key]}, which is not installed here; install that plugin package and try again")
+    info = registry.get(kind, name, where=key)
+    return ComponentSpec(name, resolve_params(info.cls.params, params, key))
+
+
+def _optim(raw: Any, needs_d: bool) -> dict[str, dict[str, Any]]:
+    if not isinstance(raw, Mapping):
+        raise SpecError("optim", "expected a table with [optim.generator] and [optim.discriminator]")
+    roles = ("generator", "discriminator")
+    for key in raw:
+        if key not in roles:
+            raise SpecError(f"optim.{key}", f"unknown network; valid: {', '.join(roles)}" + did_you_mean(key, roles))
+    out = {}
+    for role in roles if needs_d else roles[:1]:
+        section = raw.get(role, {})
+        if not isinstance(section, Mapping):
+            raise SpecError(f"optim.{role}", f"expected a table of optimiser settings, got {section!r}")
+        resolved = resolve_params(OPTIMIZER, section, f"optim.{role}")
+        if len(resolved["betas"]) != 2:
+            raise SpecError(f"optim.{role}.betas", f"expected two values [beta1, beta2], got {resolved['betas']!r}")
+        out[role] = resolved
+    return out
+
+
+def _metrics(raw: Any, registry: Registry, provenance: Mapping[str, str]) -> list[ComponentSpec]:
+    if raw == "auto":
+        return [ComponentSpec(n, resolve_params(registry.get("metric", n).cls.params, {}, f"metrics.{n}")) for n in registry.names("metric")]
+    if raw in ("none", None):
+        return []
+    if not isinstance(raw, list):
+        raise SpecError("metrics", f"expected \"auto\", \"none\" or a list of metric names, got {raw!r}")
+    out = []
+    for i, item in enumerate(raw):
+        comp = _component(item, f"metrics[{i}]", "metric", registry, {})
+        if f"metric:{comp.name}" in provenance and comp.name not in registry.components["metric"]:
+            raise SpecError(f"metrics[{i}]", f"metric {comp.name!r} came from {provenance['metric:' + comp.name]}, which is not installed")
+        out.append(comp)
+    return out
+
+
+def parse_spec(source: str | Path | Mapping[str, Any], registry: Registry | None = None, **overrides: Any) -> Spec:
+    """A spec from a file path, TOML text or a dict, with top-level overrides (``steps=100``)."""
+    if isinstance(source, Mapping):
+        raw = copy.deepcopy(dict(source))
+    elif isinstance(source, Path) or (isinstance(source, str) and "\n" not in source and source.endswith((".toml", ".json"))):
+        raw = load_spec_file(source)
+    else:
+        raw = parse_text(str(source))
+    for key, value in overrides.items():
+        if value is not None:
+            raw[key] = value
+    return resolve(raw, registry)
+
+
+# ----------------------------------------------------------------------------------------------
+def parse_value(text: str) -> Any:
+    """A CLI value: a TOML literal when it parses (1e-3, true, [1, 2], "x"), else the plain string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def set_path(raw: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
+    """Set a dotted field in a raw spec (``objective``, ``data.std``, ``optim.generator.lr``).
+
+    Setting a component slot to a new name keeps no parameters from the old component; setting a
+    parameter on a shorthand component (``data = "ring8"``) expands it to a table first.
+    """
+    parts = path.split(".")
+    slot_keys = {s[0] for s in SLOTS}
+    if parts[0] not in TOP_KEYS:
+        raise SpecError(path, f"unknown field; valid fields: {choices_text(TOP_KEYS - {'provenance'})}" + did_you_mean(parts[0], TOP_KEYS))
+    if len(parts) == 1:
+        raw[path] = value
+        raw.pop("provenance", None)
+        return raw
+    node: Any = raw
+    for i, part in enumerate(parts[:-1]):
+        child = node.get(part)
+        if i == 0 and part in slot_keys:
+            if child is None:
+                child = {"name": dict((s[0], s[2]) for s in SLOTS)[part]}
+            elif isinstance(child, str):
+                child = {"name": child}
+        elif child is None:
+            child = {}
+        if not isinstance(child, dict):
+            raise SpecError(".".join(parts[: i + 1]), f"cannot set a field inside {child!r}")
+        node[part] = child
+        node = child
+    node[parts[-1]] = value
+    raw.pop("provenance", None)
+    return raw
+
+
+def diff_specs(a: Mapping[str, Any], b: Mapping[str, Any], prefix: str = "") -> dict[str, tuple[Any, Any]]:
+    """The fields that differ between two spec dicts: {dotted path: (a value, b value)}."""
+    out: dict[str, tuple[Any, Any]] = {}
+    for key in sorted(set(a) | set(b), key=str):
+        if key == "provenance":
+            continue
+        va, vb = a.get(key), b.get(key)
+        path = f"{prefix}{key}"
+        if isinstance(va, Mapping) and isinstance(vb, Mapping):
+            out.update(diff_specs(va, vb, path + "."))
+        elif va != vb:
+            out[path] = (va, vb)
+    return out

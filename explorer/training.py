@@ -1,0 +1,318 @@
+"""The Trainer: a model-agnostic step loop with callbacks and stop / pause / step controls.
+
+The loop never syncs with the host inside a step: each step writes its losses into a small
+device buffer, read once every ``log_every`` steps (which also finds the exact step of a
+non-finite loss). Snapshots for the UI are taken at most ``snapshot_hz`` times a second, metrics
+every ``metric_every`` steps, both off the hot path. The trainer never imports streamlit: the UI
+reads :class:`RunState`, the trainer writes it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from explorer.components import MetricContext, normalise_loss
+from explorer.device import autocast, describe, make_generator, stream_seed
+from explorer.errors import ExplorerError, TrainingError
+from explorer.pipeline import Pipeline
+from explorer.snapshots import Snapshot, take_snapshot
+
+EVENTS = ("step_end", "log", "snapshot", "metrics", "checkpoint", "finish")
+HISTORY_LIMIT = 2000  # logged records kept in memory; older ones are thinned (every other one)
+
+
+@dataclass
+class RunView:
+    """An immutable copy of a RunState for readers (the UI)."""
+
+    status: str
+    step: int
+    total_steps: int
+    steps_per_s: float
+    device: str
+    history: list[dict[str, Any]]
+    snapshot: Snapshot | None
+    error: str | None
+    updated: float
+
+
+class RunState:
+    """What a running training shares with its readers, behind a lock. Bounded in memory."""
+
+    def __init__(self, total_steps: int = 0, device: str = "") -> None:
+        self._lock = threading.Lock()
+        self.status = "queued"
+        self.step = 0
+        self.total_steps = total_steps
+        self.steps_per_s = 0.0
+        self.device = device
+        self.history: list[dict[str, Any]] = []
+        self.snapshot: Snapshot | None = None
+        self.error: str | None = None
+        self.updated = time.time()
+
+    def update(self, **fields: Any) -> None:
+        with self._lock:
+            for k, v in fields.items():
+                setattr(self, k, v)
+            self.updated = time.time()
+
+    def add_record(self, record: dict[str, Any]) -> None:
+        with self._lock:
+            self.history.append(record)
+            if len(self.history) > HISTORY_LIMIT:
+                # Decimate the older half; keep the recent half at full resolution.
+                half = len(self.history) // 2
+                self.history = self.history[:half:2] + self.history[half:]
+            self.updated = time.time()
+
+    def view(self) -> RunView:
+        with self._lock:
+            return RunView(self.status, self.step, self.total_steps, self.steps_per_s, self.device,
+                           list(self.history), self.snapshot, self.error, self.updated)
+
+
+@dataclass
+class TrainerConfig:
+    snapshot_hz: float = 2.0  # live snapshots per second at most (0 = only the saved ones, e.g. headless)
+    arrows: bool = True
+
+
+class Trainer:
+    """Trains one pipeline. ``run()`` blocks; call it in a thread and steer it with
+    :meth:`stop`, :meth:`pause`, :meth:`resume` and :meth:`step_once`."""
+
+    def __init__(self, pipeline: Pipeline, state: RunState | None = None, config: TrainerConfig | None = None):
+        self.p = pipeline
+        self.spec = pipeline.spec
+        self.config = config or TrainerConfig()
+        self.state = state or RunState()
+        self.state.update(total_steps=self.spec.steps, device=describe(pipeline.device), step=pipeline.step)
+        self.callbacks: dict[str, list[Callable[..., Any]]] = defaultdict(list)
+        self._stop = threading.Event()
+        self._running = threading.Event()
+        self._running.set()
+        self._budget = -1  # steps left before pausing again (-1 = unlimited)
+        self._buf: torch.Tensor | None = None
+        self._keys: list[str] = []
+        self._rows = 0
+        self._last_snap = 0.0
+        self._last_log_time = time.perf_counter()
+        self._last_log_step = pipeline.step
+        self._metric_gen = make_generator(pipeline.device, stream_seed(self.spec.seed, "metrics"))
+        self.metrics = [
+            (pipeline.registry.create("metric", m.name, m.params, where=f"metrics.{m.name}"), m.name) for m in self.spec.metrics
+        ]
+        self.metrics = [(m, n) for m, n in self.metrics if m.applies(pipeline.data)]
+        self.last_metrics: dict[str, float] = {}
+
+    # -- controls -------------------------------------------------------------------------------
+    def add_callback(self, event: str, fn: Callable[..., Any]) -> None:
+        if event not in EVENTS:
+            raise ValueError(f"unknown event {event!r}; events: {', '.join(EVENTS)}")
+        self.callbacks[event].append(fn)
+
+    def _fire(self, event: str, *args: Any) -> None:
+        for fn in self.callbacks[event]:
+            fn(self, *args)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._running.set()
+
+    def pause(self) -> None:
+        self._running.clear()
+        self._budget = -1
+        self.state.update(status="paused")
+
+    def resume(self) -> None:
+        self._budget = -1
+        self.state.update(status="running")
+        self._running.set()
+
+    def step_once(self, n: int = 1) -> None:
+        """Run ``n`` steps, then pause again (the UI's Step button)."""
+        self._budget = n
+        self._running.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    # -- the loop -------------------------------------------------------------------------------
+    def run(self) -> str:
+        """Train until ``steps`` or stop; returns the final status (finished, stopped, failed)."""
+        p, spec = self.p, self.spec
+        self.state.update(status="paused" if not self._running.is_set() else "running")
+        status = "finished"
+        try:
+            if p.step == 0:
+                self._snapshot(force=True)
+            while p.step < spec.steps:
+                if self._stop.is_set():
+                    status = "stopped"
+                    break
+                if not self._running.is_set():
+                    if self.state.snapshot is None or self.state.snapshot.step != p.step:
+                        self._flush_log()
+                        self._snapshot(force=True)
+                    self._running.wait(0.1)
+                    continue
+                self.train_step()
+                p.step += 1
+                if self._budget > 0:
+                    self._budget -= 1
+                    if self._budget == 0:
+                        self._running.clear()
+                        self.state.update(status="paused")
+                step = p.step
+                if self._rows >= spec.log_every or step == spec.steps:
+                    self._flush_log()
+                if spec.metric_every and step % spec.metric_every == 0:
+                    self._compute_metrics()
+                if step % spec.snapshot_every == 0:
+                    self._snapshot(force=True, save=True)
+                else:
+                    self._snapshot()
+                if spec.checkpoint_every and step % spec.checkpoint_every == 0:
+                    self._fire("checkpoint")
+                self._fire("step_end")
+            self._flush_log()
+            if status == "finished" and spec.metric_every and p.step % spec.metric_every != 0:
+                self._compute_metrics()
+            self._snapshot(force=True, save=True)
+            self._fire("checkpoint")
+        except TrainingError as exc:
+            status = "failed"
+            self.state.update(error=str(exc))
+        except Exception as exc:  # a component raised: fail this run only, naming the plugin
+            status = "failed"
+            self.state.update(error=self.describe_failure(exc))
+            self.exception = exc
+        self.state.update(status=status, step=p.step)
+        self._fire("finish", status)
+        return status
+
+    def describe_failure(self, exc: BaseException) -> str:
+        info = self.p.registry.blame(exc)
+        where = f" in {info.kind} {info.name!r} from plugin {info.source}" if info is not None else ""
+        if isinstance(exc, ExplorerError):
+            return f"{exc}{where}"
+        return f"step {self.p.step}: {type(exc).__name__}{where}: {exc}"
+
+    def train_step(self) -> None:
+        """One generator step, preceded by k_d discriminator steps (Goodfellow et al. 2014, Alg. 1)."""
+        p, spec = self.p, self.spec
+        B = spec.batch_size
+        obj = p.objective
+        vals: list[torch.Tensor] = []
+        keys: list[str] = []
+        with autocast(p.device, spec.precision):
+            real = None
+            if p.D is not None:
+                for _ in range(spec.k_d):
+                    real = p.sample_real(B)
+                    with torch.no_grad():
+                        fake = p.G(p.sample_latent(B))
+                    d_loss, d_extra = normalise_loss(obj.discriminator_loss(p.D, real, fake), "discriminator_loss")
+                    p.opt_d.zero_grad(set_to_none=True)
+                    d_loss.backward()
+                    p.opt_d.step()
+                keys.append("d_loss")
+                vals.append(d_loss.detach().float())
+                for k, v in d_extra.items():
+                    keys.append(k)
+                    vals.append(v.detach().float())
+            if real is None:
+                real = p.sample_real(B)
+            fake = p.G(p.sample_latent(B))
+            g_loss, g_extra = normalise_loss(obj.generator_loss(p.D, real, fake), "generator_loss")
+            p.opt_g.zero_grad(set_to_none=True)
+            g_loss.backward()
+            p.opt_g.step()
+        keys.append("g_loss")
+        vals.append(g_loss.detach().float())
+        for k, v in g_extra.items():
+            keys.append(k)
+            vals.append(v.detach().float())
+        self._record(keys, vals)
+
+    def _record(self, keys: list[str], vals: list[torch.Tensor]) -> None:
+        if self._buf is None or keys != self._keys:
+            self._flush_log()
+            self._keys = keys
+            self._buf = torch.empty(self.spec.log_every, len(keys), device=self.p.device)
+            self._rows = 0
+        self._buf[self._rows] = torch.stack(vals)
+        self._rows += 1
+
+    def _flush_log(self) -> None:
+        """Read the buffered losses (the one host sync), check them, log their means."""
+        if self._buf is None or self._rows == 0:
+            return
+        rows = self._buf[: self._rows].cpu().numpy()
+        n = self._rows
+        first_step = self.p.step - n + 1
+        self._rows = 0
+        bad = ~np.isfinite(rows)
+        if bad.any():
+            r, c = np.argwhere(bad)[0]
+            raise TrainingError(
+                f"non-finite {self._keys[c]} ({rows[r, c]}) at step {first_step + r}; the run stopped there. "
+                "The last good snapshot and checkpoint are kept. Try a smaller learning rate, fp32 precision, "
+                "or a different objective."
+            )
+        now = time.perf_counter()
+        steps = self.p.step - self._last_log_step
+        rate = steps / max(now - self._last_log_time, 1e-9) if steps > 0 else self.state.steps_per_s
+        self._last_log_time, self._last_log_step = now, self.p.step
+        record: dict[str, Any] = {"step": self.p.step, "time": time.time()}
+        record.update({k: float(v) for k, v in zip(self._keys, rows.mean(0))})
+        for k, v in self.p.data.stats().items():
+            record[f"data_{k}"] = float(v)
+        record["steps_per_s"] = float(rate)
+        self.state.add_record(record)
+        self.state.update(step=self.p.step, steps_per_s=rate)
+        self._fire("log", record)
+
+    def _compute_metrics(self) -> None:
+        if not self.metrics:
+            return
+        p = self.p
+        out: dict[str, float] = {}
+        ctx = MetricContext(data=p.data, device=p.device, generator=self._metric_gen, cache_dir=getattr(self, "cache_dir", None))
+        n_max = max(m.sample_size for m, _ in self.metrics)
+        with torch.no_grad():
+            z = p.latent.sample(n_max, self._metric_gen, p.device)
+            fake = p.generate(z)
+        real_pool = p.view_real
+        for metric, name in self.metrics:
+            n = metric.sample_size
+            real = real_pool if len(real_pool) >= n else torch.cat([real_pool, p.data.sample(n - len(real_pool), self._metric_gen, p.device)])
+            try:
+                values = metric.compute(real[:n], fake[:n], ctx)
+            except Exception as exc:
+                raise TrainingError(f"metric {name!r} failed: {self.describe_failure(exc)}") from exc
+            for k, v in values.items():
+                out[k] = float(v)
+        record = {"step": p.step, "time": time.time(), **out}
+        self.last_metrics.update(out)
+        self.state.add_record(record)
+        self._fire("metrics", record)
+
+    def _snapshot(self, force: bool = False, save: bool = False) -> None:
+        now = time.monotonic()
+        if not force and (self.config.snapshot_hz <= 0 or now - self._last_snap < 1.0 / self.config.snapshot_hz):
+            return
+        self._last_snap = now
+        snap = take_snapshot(self.p, self.p.step, arrows=self.config.arrows)
+        self.state.update(snapshot=snap, step=self.p.step)
+        self._fire("snapshot", snap, save)
+
