@@ -1,13 +1,22 @@
-"""Metric computations shared by plugins (objectives and metrics).
+"""Metric computations shared by plugins (objectives and metrics): pure functions, no plugins.
 
 Kernels and MMD follow Gretton et al. 2012 ("A Kernel Two-Sample Test") and GMMN (Li, Swersky,
-Zemel 2015): k(x, y) = sum_s exp(-||x - y||^2 / (2 s^2)) over a set of bandwidths s.
+Zemel 2015): k(x, y) = sum_s exp(-||x - y||^2 / (2 s^2)) over a set of bandwidths s. Below them:
+two-sample distances for any data, histogram divergences, the mode-collapse metrics of VEEGAN and
+PacGAN, and feature-space metrics for images (Fréchet distance, precision/recall, density/coverage,
+memorisation). The kernel functions stay differentiable torch code (objectives train on them);
+the rest run on snapshots and may use NumPy on the host.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+import functools
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Sequence, TypeVar
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -67,3 +76,381 @@ def witness(points: Tensor, x: Tensor, y: Tensor, sigmas: Sequence[float] | Tens
     kx = rbf_mixture_kernel(sq_distances(points, x), sigmas).mean(1)
     ky = rbf_mixture_kernel(sq_distances(points, y), sigmas).mean(1)
     return kx - ky
+
+
+# --------------------------------------------------------------------------------------------
+# One host thread for snapshot metrics
+# --------------------------------------------------------------------------------------------
+_threads_lock = threading.Lock()
+_threads_depth = 0
+_threads_saved: tuple[int, Any] | None = None
+_Fn = TypeVar("_Fn", bound=Callable[..., Any])
+
+
+@contextmanager
+def one_host_thread(active: bool = True) -> Iterator[None]:
+    """Run torch's and NumPy's (BLAS, OpenMP) host pools on one thread inside the block.
+
+    The metrics here are small (a few thousand points); next to a training thread or another run, a
+    multi-thread pool spends longer waiting at its barriers than computing (5-30x slower measured
+    on a busy 2-core machine). The settings are process-wide, so nested and concurrent uses are
+    counted under a lock: the first entry saves them, the last exit restores them.
+    """
+    global _threads_depth, _threads_saved
+    if not active:
+        yield
+        return
+    with _threads_lock:
+        if _threads_depth == 0:
+            from threadpoolctl import threadpool_limits
+
+            _threads_saved = (torch.get_num_threads(), threadpool_limits(1))
+            torch.set_num_threads(1)
+        _threads_depth += 1
+    try:
+        yield
+    finally:
+        with _threads_lock:
+            _threads_depth -= 1
+            if _threads_depth == 0 and _threads_saved is not None:
+                torch.set_num_threads(_threads_saved[0])
+                _threads_saved[1].restore_original_limits()
+                _threads_saved = None
+
+
+def _one_thread(fn: _Fn) -> _Fn:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with one_host_thread():
+            return fn(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers shared by the metric plugins (host-side; metrics run on snapshots, off the hot path)
+# --------------------------------------------------------------------------------------------
+def _np64(x: Tensor | np.ndarray) -> np.ndarray:
+    """Rows of ``x`` as a float64 NumPy array ``[n, d]``."""
+    if isinstance(x, Tensor):
+        x = x.detach().to("cpu", torch.float64).numpy()
+    x = np.asarray(x, dtype=np.float64)
+    return x.reshape(x.shape[0], -1)
+
+
+def _rows64(x: Tensor | np.ndarray) -> Tensor:
+    """Rows as a float64 CPU tensor ``[n, d]`` (no copy when already one)."""
+    return torch.as_tensor(_np64(x))
+
+
+@_one_thread
+def pairwise_distances(x: Tensor | np.ndarray, y: Tensor | np.ndarray, chunk: int = 1024) -> Tensor:
+    """Euclidean distances ``[n, m]`` in float64 on the CPU.
+
+    Uses the fast matrix-product form and snaps squared distances below 1e-12 of the mean squared
+    norm to exactly 0, so that a point and its copy are at distance 0 (the k-NN metrics below rely
+    on it: a duplicated point has a k-NN radius of 0 and its copy must still fall inside).
+    """
+    return torch.cat(list(_distance_chunks(_rows64(x), _rows64(y), chunk)))
+
+
+def _distance_chunks(a: Tensor, b: Tensor, chunk: int):
+    scale = (torch.linalg.vector_norm(a) ** 2 + torch.linalg.vector_norm(b) ** 2) / (a.shape[0] + b.shape[0])
+    for i in range(0, a.shape[0], chunk):
+        d2 = sq_distances(a[i : i + chunk], b)
+        d2[d2 <= 1e-12 * scale] = 0.0
+        yield d2.sqrt()
+
+
+# --------------------------------------------------------------------------------------------
+# Any data: MMD permutation test, energy distance, sliced Wasserstein
+# --------------------------------------------------------------------------------------------
+@_one_thread
+def mmd2_permutation_test(
+    x: Tensor, y: Tensor, sigmas: Sequence[float] | Tensor, permutations: int = 200,
+    unbiased: bool = True, seed: int = 0,
+) -> tuple[float, float]:
+    """MMD^2 of x against y and its permutation-test p-value (Gretton et al. 2012, Sec. 5).
+
+    Under H0 (same distribution) the labels are exchangeable: pool the samples, relabel them at
+    random ``permutations`` times and count how often the permuted MMD^2 reaches the observed one;
+    p = (1 + #{MMD^2_perm >= MMD^2_obs}) / (1 + permutations). The kernel matrix is built once.
+    """
+    z = torch.cat([_flat(x), _flat(y)]).to(torch.float64)
+    n, m = x.shape[0], y.shape[0]
+    k = rbf_mixture_kernel(sq_distances(z, z), sigmas)
+    diag = k.diagonal()
+    gen = torch.Generator().manual_seed(seed)
+    labels = [torch.cat([torch.ones(n), torch.zeros(m)]).to(k)]
+    labels += [labels[0][torch.randperm(n + m, generator=gen)] for _ in range(permutations)]
+
+    def stats(e: Tensor) -> Tensor:  # e: [n+m, B] indicators of the x side
+        ke = k @ e
+        kf = k @ (1 - e)
+        sxx, syy, sxy = (e * ke).sum(0), ((1 - e) * kf).sum(0), ((1 - e) * ke).sum(0)
+        if unbiased:
+            return (sxx - diag @ e) / (n * (n - 1)) + (syy - diag @ (1 - e)) / (m * (m - 1)) - 2 * sxy / (n * m)
+        return sxx / n**2 + syy / m**2 - 2 * sxy / (n * m)
+
+    values = torch.cat([stats(torch.stack(labels[i : i + 256], 1)) for i in range(0, len(labels), 256)])
+    observed = values[0]
+    p_value = (1 + (values[1:] >= observed).sum()) / (1 + permutations)
+    return float(observed), float(p_value)
+
+
+@_one_thread
+def energy_distance(x: Tensor, y: Tensor) -> float:
+    """Energy distance (Székely & Rizzo 2013): sqrt(2 E||X - Y|| - E||X - X'|| - E||Y - Y'||).
+
+    The expectations are plain means over all pairs (V-statistics), as in
+    ``scipy.stats.energy_distance``, which this equals in 1-D (there it is sqrt(2) times the L2
+    distance between the two empirical CDFs).
+    """
+    a, b = _flat(x).to(torch.float64), _flat(y).to(torch.float64)
+    e = 2 * torch.cdist(a, b).mean() - torch.cdist(a, a).mean() - torch.cdist(b, b).mean()
+    return float(e.clamp_min(0.0).sqrt())
+
+
+def wasserstein_1d(u: np.ndarray, v: np.ndarray, p: float = 1.0) -> np.ndarray:
+    """Exact W_p between the empirical distributions of each column of u [n, L] and v [m, L].
+
+    W_p^p = int_0^1 |F^-1(t) - G^-1(t)|^p dt; both quantile functions are steps, constant between
+    the merged levels {i/n} and {j/m}, so the integral is a finite sum.
+    """
+    u, v = np.sort(np.asarray(u, np.float64), 0), np.sort(np.asarray(v, np.float64), 0)
+    n, m = u.shape[0], v.shape[0]
+    levels = np.union1d(np.arange(1, n + 1) / n, np.arange(1, m + 1) / m)
+    widths = np.diff(levels, prepend=0.0)
+    mids = levels - widths / 2
+    iu = np.minimum((mids * n).astype(np.int64), n - 1)
+    iv = np.minimum((mids * m).astype(np.int64), m - 1)
+    return ((widths[:, None] * np.abs(u[iu] - v[iv]) ** p).sum(0)) ** (1.0 / p)
+
+
+@_one_thread
+def sliced_wasserstein(x: Tensor, y: Tensor, projections: int = 128, p: float = 1.0, seed: int = 0) -> float:
+    """Sliced Wasserstein distance SW_p = (E_theta W_p^p(theta.X, theta.Y))^(1/p) (Bonneel et al. 2015).
+
+    theta runs over ``projections`` random unit directions drawn from a fixed seed, so successive
+    snapshots are measured along the same slices. For a translation by s, every slice sees W_p =
+    |theta . s|, so SW_1 = |s| E|theta_1|: |s| in 1-D, (2/pi)|s| in 2-D.
+    """
+    a, b = _np64(x), _np64(y)
+    theta = np.random.default_rng(seed).standard_normal((a.shape[1], projections))
+    theta /= np.linalg.norm(theta, axis=0, keepdims=True)
+    w = wasserstein_1d(a @ theta, b @ theta, p)
+    return float(np.mean(w**p) ** (1.0 / p))
+
+
+# --------------------------------------------------------------------------------------------
+# Histogram divergences (1-D grid, GAN Lab's 2-D grid)
+# --------------------------------------------------------------------------------------------
+def kl_divergence(p: np.ndarray, q: np.ndarray, base: float = 2.0) -> float:
+    """KL(p || q) = sum_i p_i log(p_i / q_i) of two histograms (normalised here; 0 log 0 = 0)."""
+    p, q = np.asarray(p, np.float64).ravel(), np.asarray(q, np.float64).ravel()
+    p, q = p / p.sum(), q / q.sum()
+    s = p > 0
+    with np.errstate(divide="ignore"):
+        return float(np.sum(p[s] * np.log(p[s] / q[s])) / np.log(base))
+
+
+def js_divergence(p: np.ndarray, q: np.ndarray, base: float = 2.0) -> float:
+    """Jensen-Shannon divergence (KL(p || m) + KL(q || m)) / 2 with m = (p + q) / 2.
+
+    Bounded by log(2) in the chosen base: 1 bit with the default base 2. Equals the *square* of
+    ``scipy.spatial.distance.jensenshannon(p, q, base)``, which returns the distance. No smoothing
+    is needed: m > 0 wherever p or q is.
+    """
+    p, q = np.asarray(p, np.float64).ravel(), np.asarray(q, np.float64).ravel()
+    p, q = p / p.sum(), q / q.sum()
+    m = (p + q) / 2
+    return max(0.0, 0.5 * kl_divergence(p, m, base) + 0.5 * kl_divergence(q, m, base))
+
+
+def histogram_1d(x: Tensor | np.ndarray, lo: float, hi: float, bins: int) -> np.ndarray:
+    """Counts on ``bins`` equal bins over [lo, hi] plus an underflow and an overflow bin (bins + 2)."""
+    edges = np.linspace(lo, hi, bins + 1)
+    v = _np64(x)[:, 0]
+    idx = np.searchsorted(edges, v, side="right")  # 0 below, bins + 1 above
+    idx[v == hi] = bins  # the last bin is closed, as in np.histogram
+    return np.bincount(idx, minlength=bins + 2).astype(np.float64)
+
+
+def js_1d(real: Tensor, fake: Tensor, bins: int = 50, bounds: tuple[float, float] | None = None, base: float = 2.0) -> float:
+    """JS divergence between 1-D samples on one shared histogram grid (over ``bounds``, else the
+    range of the real sample); mass outside the grid lands in two overflow bins, so it counts."""
+    r = _np64(real)[:, 0]
+    lo, hi = bounds if bounds is not None else (float(r.min()), float(r.max()))
+    hi = hi if hi > lo else lo + 1.0
+    return js_divergence(histogram_1d(real, lo, hi, bins), histogram_1d(fake, lo, hi, bins), base)
+
+
+def grid_divergences(
+    real: Tensor, fake: Tensor, bounds: Sequence[tuple[float, float]], grid: int = 30,
+    eps: float = 1e-4, base: float = 2.0,
+) -> tuple[float, float]:
+    """GAN Lab's KL(p_real || p_fake) and JS on a ``grid`` x ``grid`` histogram over ``bounds``.
+
+    As GAN Lab (poloclub/ganlab, src/ganlab_evaluators.ts): densities are bin frequencies plus
+    ``eps`` = 1e-4 per bin, logs in base 2. Unlike GAN Lab we renormalise after smoothing (so both
+    are proper divergences, JS <= 1 bit) and add one bin for points outside the grid.
+    """
+    def hist(x: Tensor) -> np.ndarray:
+        a = _np64(x)[:, :2]
+        ij = []
+        for d, (lo, hi) in enumerate(bounds):
+            t = (a[:, d] - lo) / (hi - lo)
+            ij.append(np.floor(t * grid).astype(np.int64))
+        i, j = ij
+        inside = (i >= 0) & (i < grid) & (j >= 0) & (j < grid)
+        flat = np.where(inside, i * grid + j, grid * grid)
+        h = np.bincount(flat, minlength=grid * grid + 1) / a.shape[0] + eps
+        return h / h.sum()
+
+    p, q = hist(real), hist(fake)
+    return kl_divergence(p, q, base), js_divergence(p, q, base)
+
+
+# --------------------------------------------------------------------------------------------
+# Mode collapse on Gaussian mixtures (VEEGAN, PacGAN)
+# --------------------------------------------------------------------------------------------
+@dataclass
+class ModeStats:
+    modes: int             #: components nearest to at least one high-quality sample
+    hq_fraction: float     #: fraction of samples within ``threshold`` std of their nearest centre
+    reverse_kl: float      #: KL(HQ mode histogram || uniform), natural log; NaN with no HQ sample
+    counts: np.ndarray     #: HQ samples assigned to each component
+
+
+def mode_statistics(samples: Tensor, centres: Tensor | np.ndarray, std: float, threshold: float = 3.0) -> ModeStats:
+    """Mode-collapse metrics of VEEGAN (Srivastava et al. 2017) and PacGAN (Lin et al. 2018).
+
+    A sample is high quality (HQ) when ||x - mu_nearest|| < threshold * std (strict, as
+    ``MetricLogger`` in fjxmlzn/PacGAN, synthetic_data_experiments/PacGAN/pacgan/extensions.py);
+    each HQ sample counts for its nearest centre; modes = components with a non-zero count.
+    Reverse KL (PacGAN Table 1): KL(p_modes || uniform) = sum_k p_k log(K p_k) = log K - H(p),
+    with p the normalised histogram of HQ samples over the K components. The model histogram is
+    the first argument, so empty components contribute 0 log 0 = 0 and need no smoothing; with no
+    HQ sample at all p is undefined and the value is NaN (PacGAN's code gives NaN there too).
+    """
+    x = _np64(samples)
+    c = _np64(centres)
+    d = np.sqrt(((x[:, None, :] - c[None, :, :]) ** 2).sum(-1))
+    nearest, dmin = d.argmin(1), d.min(1)
+    hq = dmin < threshold * std
+    counts = np.bincount(nearest[hq], minlength=c.shape[0]).astype(np.float64)
+    if counts.sum() > 0:
+        p = counts / counts.sum()
+        s = p > 0
+        reverse_kl = max(0.0, float(np.sum(p[s] * np.log(p[s] * c.shape[0]))))
+    else:
+        reverse_kl = float("nan")
+    return ModeStats(int((counts > 0).sum()), float(hq.mean()), reverse_kl, counts)
+
+
+# --------------------------------------------------------------------------------------------
+# Feature-space metrics (images): Fréchet distance, precision/recall, density/coverage, memorisation
+# --------------------------------------------------------------------------------------------
+@_one_thread
+def gaussian_stats(features: Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and (n - 1)-normalised covariance of feature rows."""
+    f = _np64(features)
+    return f.mean(0), np.atleast_2d(np.cov(f, rowvar=False))
+
+
+@_one_thread
+def frechet_distance(mu1: np.ndarray, cov1: np.ndarray, mu2: np.ndarray, cov2: np.ndarray) -> float:
+    """Fréchet distance between N(mu1, cov1) and N(mu2, cov2) (Dowson & Landau 1982; FID, Heusel et al. 2017):
+
+        d^2 = ||mu1 - mu2||^2 + Tr(cov1 + cov2 - 2 (cov1 cov2)^(1/2)).
+
+    Tr((cov1 cov2)^(1/2)) = sum sqrt(eig(s cov2 s)) with s = cov1^(1/2): symmetric, so no complex
+    parts from ``sqrtm``; tiny negative eigenvalues from rounding are clamped to 0.
+    """
+    w, v = np.linalg.eigh(np.asarray(cov1, np.float64))
+    s = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+    tr_sqrt = np.sqrt(np.clip(np.linalg.eigvalsh(s @ cov2 @ s), 0, None)).sum()
+    diff = np.asarray(mu1, np.float64) - np.asarray(mu2, np.float64)
+    return float(max(0.0, diff @ diff + np.trace(cov1) + np.trace(cov2) - 2 * tr_sqrt))
+
+
+def knn_radii(d_self: Tensor, k: int) -> Tensor:
+    """Distance from each point to its k-th nearest *other* point, from a square distance matrix."""
+    return d_self.kthvalue(k + 1, dim=1).values  # the smallest is the point itself (0)
+
+
+@_one_thread
+def reference_radii(real: Tensor | np.ndarray, k_pr: int = 3, k_dc: int = 5) -> tuple[Tensor, Tensor]:
+    """k-NN radii of the real features for :func:`prdc` (computed once per reference set)."""
+    d_rr = pairwise_distances(real, real)
+    return knn_radii(d_rr, k_pr), knn_radii(d_rr, k_dc)
+
+
+@_one_thread
+def prdc(
+    real: Tensor | np.ndarray, fake: Tensor | np.ndarray, k_pr: int = 3, k_dc: int = 5,
+    radii: tuple[Tensor, Tensor] | None = None,
+) -> dict[str, float]:
+    """Precision and recall (Kynkäänniemi et al. 2019, k = 3) and density and coverage (Naeem et
+    al. 2020, k = 5) of ``fake`` against ``real`` feature rows. B(x, r) is the closed ball:
+
+        precision = 1/M sum_j 1[exists i: d(Y_j, X_i) <= r_k(X_i)]
+        recall    = 1/N sum_i 1[exists j: d(X_i, Y_j) <= r_k(Y_j)]
+        density   = 1/(k M) sum_j sum_i 1[d(Y_j, X_i) <= r_k(X_i)]
+        coverage  = 1/N sum_i 1[min_j d(X_i, Y_j) <= r_k(X_i)]
+
+    with r_k the distance to the k-th nearest neighbour in the point's own set. ``<=`` rather than
+    the ``prdc`` package's ``<``, which scores 0 for duplicated points (their radius is 0).
+    ``radii``: the real set's (k_pr, k_dc) radii from :func:`reference_radii`, to reuse them.
+    """
+    r_pr, r_dc = radii if radii is not None else reference_radii(real, k_pr, k_dc)
+    f_pr = knn_radii(pairwise_distances(fake, fake), k_pr)
+    d_rf = pairwise_distances(real, fake)
+    inside_dc = d_rf <= r_dc[:, None]
+    return {
+        "precision": float((d_rf <= r_pr[:, None]).any(0).double().mean()),
+        "recall": float((d_rf <= f_pr[None, :]).any(1).double().mean()),
+        "density": float(inside_dc.sum() / (k_dc * d_rf.shape[1])),
+        "coverage": float(inside_dc.any(1).double().mean()),
+    }
+
+
+@_one_thread
+def nearest_distances(queries: Tensor | np.ndarray, reference: Tensor | np.ndarray, exclude: np.ndarray | None = None) -> np.ndarray:
+    """Distance from each query row to its nearest reference row; ``exclude[i]`` (an index into
+    the reference) is left out for query i, for leave-one-out distances within one set.
+    Chunked over the queries: memory stays O(chunk x reference)."""
+    a, b = _rows64(queries), _rows64(reference)
+    out, start = [], 0
+    for d in _distance_chunks(a, b, 512):
+        if exclude is not None:
+            rows = torch.arange(d.shape[0])
+            d[rows, torch.as_tensor(exclude[start : start + d.shape[0]])] = float("inf")
+        out.append(d.min(1).values)
+        start += d.shape[0]
+    return torch.cat(out).numpy()
+
+
+def memorisation_score(fake_nn: np.ndarray, train_nn: np.ndarray, quantile: float = 0.05) -> dict[str, float]:
+    """How close generated samples sit to the training set, relative to the data's own spacing.
+
+    ``fake_nn``: each generated sample's distance to its nearest training example; ``train_nn``:
+    each training example's distance to its nearest *other* training example (leave-one-out).
+    tau = the ``quantile`` of ``train_nn``. memorisation = fraction of generated samples with
+    nearest distance <= tau: a fresh draw from the data distribution lands that close about
+    ``quantile`` of the time, a generator that copies training examples always does (1.0).
+    nn_ratio = median(fake_nn) / median(train_nn): about 1 for new samples, -> 0 when copying,
+    > 1 when samples sit off the data (blurry, noisy). Cf. Goodfellow et al. 2014, Fig. 2.
+    """
+    tau = float(np.quantile(train_nn, quantile))
+    med = float(np.median(train_nn))
+    return {
+        "memorisation": float(np.mean(fake_nn <= tau)),
+        "nn_ratio": float(np.median(fake_nn) / med) if med > 0 else float("nan"),
+    }
+
+
+def all_finite(*xs: Tensor) -> bool:
+    """True when every value is finite (a diverged generator gives NaN samples: metrics then
+    report NaN instead of failing the run)."""
+    return all(bool(torch.isfinite(x).all()) for x in xs)
