@@ -18,7 +18,6 @@ from typing import Any, Callable
 
 import torch
 
-from explorer.device import pick_device
 from explorer.errors import ExplorerError, SpecError
 from explorer.pipeline import Pipeline
 from explorer.registry import Registry, get_registry
@@ -69,7 +68,8 @@ def attach_store(trainer: Trainer, store: RunStore) -> None:
 
 def execute(store: RunStore, spec: Spec, state: RunState, registry: Registry | None = None,
             resume_state: dict[str, Any] | None = None, resume_optimizers: bool = True,
-            on_trainer: Callable[[Trainer], None] | None = None, config: TrainerConfig | None = None) -> str:
+            on_trainer: Callable[[Trainer], None] | None = None, config: TrainerConfig | None = None,
+            pipeline: Pipeline | None = None) -> str:
     """Build the pipeline and train it in the calling thread, recording everything in ``store``.
 
     Any failure (a bad spec, a plugin raising, a non-finite loss) marks the run failed with a clear
@@ -79,7 +79,7 @@ def execute(store: RunStore, spec: Spec, state: RunState, registry: Registry | N
         _live.add(store.id)
     trainer: Trainer | None = None
     try:
-        pipeline = Pipeline(spec, registry)
+        pipeline = pipeline or Pipeline(spec, registry)
         if resume_state is not None:
             pipeline.load_state_dict(resume_state, optimizers=resume_optimizers, rng=resume_optimizers)
         trainer = Trainer(pipeline, state, config)
@@ -148,6 +148,8 @@ class RunManager:
         self.config = config
         self._runs: dict[str, ManagedRun] = {}
         self._queue: list[str] = []
+        self._training: set[str] = set()  # ids whose thread is training now
+        self._served: dict[str, float] = {}  # owner -> when a run of theirs last started
         self._lock = threading.RLock()
 
     # -- starting -------------------------------------------------------------------------------------
@@ -167,13 +169,18 @@ class RunManager:
 
     def _schedule(self) -> None:
         with self._lock:
-            running = [r for r in self._runs.values() if r.thread is not None and r.thread.is_alive()]
+            running = [self._runs[i] for i in self._training]
             while self._queue and len(running) < self.max_concurrent:
                 per_owner: dict[str, int] = {}
                 for r in running:
                     per_owner[r.owner] = per_owner.get(r.owner, 0) + 1
-                # Fair share: the queued run whose owner has the fewest runs training goes first.
-                next_id = min(self._queue, key=lambda i: (per_owner.get(self._runs[i].owner, 0), self._runs[i].queued_at))
+                # Fair share: the owner with the fewest runs training goes first; between equals, the owner
+                # served longest ago (round robin), then the oldest queued run.
+                def turn(i: str) -> tuple[int, float, float]:
+                    owner = self._runs[i].owner
+                    return per_owner.get(owner, 0), self._served.get(owner, float("-inf")), self._runs[i].queued_at
+
+                next_id = min(self._queue, key=turn)
                 self._queue.remove(next_id)
                 run = self._runs[next_id]
                 if run.stop_requested:
@@ -181,6 +188,8 @@ class RunManager:
                     run.store.write_status("stopped")
                     continue
                 run.thread = threading.Thread(target=self._work, args=(run,), name=f"genex-run-{run.id}", daemon=True)
+                self._training.add(run.id)
+                self._served[run.owner] = time.monotonic()
                 run.thread.start()
                 running.append(run)
 
@@ -196,7 +205,9 @@ class RunManager:
             execute(run.store, run.spec, run.state, self.registry, run.resume_state, run.resume_optimizers, hold, self.config)
         finally:
             run.resume_state = None
-            self._schedule()
+            with self._lock:
+                self._training.discard(run.id)
+                self._schedule()
 
     # -- steering -------------------------------------------------------------------------------------
     def get(self, run_id: str) -> ManagedRun:
@@ -298,8 +309,8 @@ def run_foreground(spec: Spec, out: str | Path | None = None, root: str | Path |
                    registry: Registry | None = None, progress: Callable[[Trainer], None] | None = None,
                    config: TrainerConfig | None = None) -> tuple[RunStore, RunState]:
     """Train one spec in the calling thread (the CLI): returns its store and final state."""
-    pick_device(spec.device)  # a missing device is a spec error before any folder is made
+    pipeline = Pipeline(spec, registry)  # a spec that cannot be built fails here, before any folder is made
     store = RunStore.create(spec.to_dict(), root, name=spec.short_name(), out=out)
     state = RunState(spec.steps)
-    execute(store, spec, state, registry, on_trainer=progress, config=config)
+    execute(store, spec, state, registry, on_trainer=progress, config=config, pipeline=pipeline)
     return store, state

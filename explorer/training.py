@@ -173,15 +173,18 @@ class Trainer:
                         self._running.clear()
                         self.state.update(status="paused")
                 step = p.step
-                if self._rows >= spec.log_every or step == spec.steps:
+                save_snap = step % spec.snapshot_every == 0
+                save_ckpt = bool(spec.checkpoint_every) and step % spec.checkpoint_every == 0
+                # Anything saved to disk is checked for non-finite losses first, so a saved file is always a good one.
+                if self._rows >= spec.log_every or step == spec.steps or save_snap or save_ckpt:
                     self._flush_log()
                 if spec.metric_every and step % spec.metric_every == 0:
                     self._compute_metrics()
-                if step % spec.snapshot_every == 0:
+                if save_snap:
                     self._snapshot(force=True, save=True)
                 else:
                     self._snapshot()
-                if spec.checkpoint_every and step % spec.checkpoint_every == 0:
+                if save_ckpt:
                     self._fire("checkpoint")
                 self._fire("step_end")
             self._flush_log()

@@ -1,0 +1,196 @@
+"""The Trainer: reproducibility, the NaN guard, controls, and that watching never changes learning."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from explorer import Objective, hookimpl
+from explorer.manager import execute, run_foreground
+from explorer.pipeline import Pipeline
+from explorer.registry import Registry, get_registry
+from explorer.runs import RunStore
+from explorer.spec import parse_spec
+from explorer.training import RunState, Trainer, TrainerConfig
+
+FAST = {"data": "ring8", "objective": "nonsaturating", "steps": 60, "batch_size": 64, "log_every": 10,
+        "metrics": "none", "snapshot_every": 30, "checkpoint_every": 30, "snapshot_size": 64,
+        "generator": {"name": "mlp", "width": 32}, "discriminator": {"name": "mlp", "width": 32}, "device": "cpu"}
+
+
+def losses(records):
+    return [(r["step"], r["d_loss"], r["g_loss"]) for r in records if "g_loss" in r]
+
+
+def train(raw, config=None):
+    trainer = Trainer(Pipeline(parse_spec(raw)), config=config or TrainerConfig(snapshot_hz=0))
+    status = trainer.run()
+    return trainer, status
+
+
+def test_same_spec_and_seed_give_identical_metrics_run_after_run():
+    a, _ = train(FAST)
+    b, _ = train(FAST)
+    assert losses(a.state.view().history) == losses(b.state.view().history)
+    assert len(losses(a.state.view().history)) == 6
+
+
+def test_a_different_seed_gives_different_losses():
+    a, _ = train(FAST)
+    b, _ = train({**FAST, "seed": 1})
+    assert losses(a.state.view().history) != losses(b.state.view().history)
+
+
+def test_live_snapshots_never_change_what_the_run_learns():
+    """Views use their own fixed batches and frozen batch-norm statistics."""
+    raw = {**FAST, "generator": {"name": "mlp", "width": 32, "norm": "batch"}}
+    quiet, _ = train(raw, TrainerConfig(snapshot_hz=0))
+    watched, _ = train(raw, TrainerConfig(snapshot_hz=1000))
+    assert losses(quiet.state.view().history) == losses(watched.state.view().history)
+
+
+def test_k_d_discriminator_steps_per_generator_step():
+    calls = {"d": 0}
+    trainer = Trainer(Pipeline(parse_spec({**FAST, "k_d": 3, "steps": 5})), config=TrainerConfig(snapshot_hz=0))
+    step = trainer.p.opt_d.step
+
+    def counting_step(*a, **k):
+        calls["d"] += 1
+        return step(*a, **k)
+
+    trainer.p.opt_d.step = counting_step
+    trainer.run()
+    assert calls["d"] == 15
+
+
+class ExplodingObjective(Objective):
+    """Non-saturating loss that turns to NaN at training step 23 (counted by discriminator steps, k_d = 1)."""
+
+    name = "explodes-at-23"
+    summary = "test objective"
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.calls = 0
+
+    def discriminator_loss(self, D, real, fake):
+        self.calls += 1
+        return torch.nn.functional.softplus(-D(real)).mean() + torch.nn.functional.softplus(D(fake)).mean()
+
+    def generator_loss(self, D, real, fake):
+        loss = torch.nn.functional.softplus(-D(fake)).mean()
+        return loss * float("nan") if self.calls >= 23 else loss
+
+
+class RaisingObjective(ExplodingObjective):
+    name = "raises-at-23"
+
+    def generator_loss(self, D, real, fake):
+        if self.calls >= 23:
+            raise RuntimeError("boom from a plugin")
+        return torch.nn.functional.softplus(-D(fake)).mean()
+
+
+class _TestPlugin:
+    @hookimpl
+    def register_objectives(self, register):
+        register(ExplodingObjective)
+        register(RaisingObjective)
+
+
+@pytest.fixture
+def registry():
+    reg = get_registry()
+    reg.add_plugin(_TestPlugin(), name="test-objectives")
+    yield reg
+    reg.remove_plugin("test-objectives")
+
+
+def test_nan_loss_fails_the_run_naming_the_step_and_keeps_the_last_good_files(registry, tmp_path):
+    spec = parse_spec({**FAST, "objective": "explodes-at-23", "steps": 100, "checkpoint_every": 5, "snapshot_every": 5}, registry)
+    store, state = run_foreground(spec, out=tmp_path / "run", registry=registry, config=TrainerConfig(snapshot_hz=0))
+    view = state.view()
+    assert view.status == "failed"
+    assert "non-finite g_loss" in view.error and "step 23" in view.error
+    status = store.read_status()
+    assert status["status"] == "failed" and "step 23" in status["error"]
+    # The checkpoint and snapshots from before the failure stay readable; nothing after it was saved.
+    ckpt = store.load_checkpoint()
+    assert ckpt["step"] == 20
+    assert all(torch.isfinite(v).all() for v in ckpt["G"].values())
+    assert store.snapshot_steps() == [5, 10, 15, 20]
+    assert all(np.isfinite(store.load_samples(s)).all() for s in store.snapshot_steps())
+    assert [r["step"] for r in store.read_metrics() if "g_loss" in r][-1] == 20
+
+
+def test_a_component_that_raises_fails_only_its_run_and_names_the_plugin(registry, tmp_path):
+    spec = parse_spec({**FAST, "objective": "raises-at-23"}, registry)
+    store, state = run_foreground(spec, out=tmp_path / "run", registry=registry)
+    err = state.view().error
+    assert state.view().status == "failed"
+    assert "boom from a plugin" in err and "test-objectives" in err and "raises-at-23" in err
+    # The next run in the same process is unaffected.
+    _, ok = run_foreground(parse_spec(FAST, registry), out=tmp_path / "ok", registry=registry)
+    assert ok.view().status == "finished"
+
+
+def test_pause_step_resume_and_stop_controls(tmp_path):
+    spec = parse_spec({**FAST, "steps": 100_000})
+    state = RunState(spec.steps)
+    holder = {}
+    store = RunStore.create(spec.to_dict(), out=tmp_path / "run")
+    t = threading.Thread(target=execute, args=(store, spec, state), kwargs={"on_trainer": lambda tr: holder.setdefault("t", tr)})
+    t.start()
+    deadline = time.time() + 30
+    while ("t" not in holder or state.view().step < 20) and time.time() < deadline:
+        time.sleep(0.01)
+    trainer = holder["t"]
+    trainer.pause()
+    time.sleep(0.3)
+    paused_at = trainer.p.step
+    time.sleep(0.3)
+    assert trainer.p.step == paused_at, "a paused run must not advance"
+    trainer.step_once(5)
+    deadline = time.time() + 10
+    while trainer.p.step < paused_at + 5 and time.time() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.2)
+    assert trainer.p.step == paused_at + 5
+    trainer.resume()
+    time.sleep(0.3)
+    assert trainer.p.step > paused_at + 5
+    trainer.stop()
+    t.join(10)
+    assert not t.is_alive()
+    assert store.read_status()["status"] == "stopped"
+    assert store.load_checkpoint()["step"] == trainer.p.step
+
+
+def test_resuming_from_a_checkpoint_continues_the_same_trajectory(tmp_path):
+    full, _ = train({**FAST, "steps": 60})
+    half = Trainer(Pipeline(parse_spec({**FAST, "steps": 30})), config=TrainerConfig(snapshot_hz=0))
+    half.run()
+    state = half.p.state_dict()
+    buf = tmp_path / "c.pt"
+    torch.save(state, buf)
+    loaded = torch.load(buf, weights_only=True)
+    rest = Pipeline(parse_spec({**FAST, "steps": 60}))
+    rest.load_state_dict(loaded)
+    trainer = Trainer(rest, config=TrainerConfig(snapshot_hz=0))
+    trainer.run()
+    tail_full = [r for r in losses(full.state.view().history) if r[0] > 30]
+    tail_resumed = losses(trainer.state.view().history)
+    assert [r[0] for r in tail_resumed] == [40, 50, 60]
+    np.testing.assert_allclose([r[1:] for r in tail_resumed], [r[1:] for r in tail_full], rtol=1e-5)
+
+
+def test_metrics_are_logged_on_their_schedule(tmp_path):
+    spec = parse_spec({**FAST, "metrics": ["energy-distance"], "metric_every": 30})
+    trainer = Trainer(Pipeline(spec), config=TrainerConfig(snapshot_hz=0))
+    trainer.run()
+    steps = [r["step"] for r in trainer.state.view().history if "energy_distance" in r]
+    assert steps == [30, 60]
