@@ -1,0 +1,517 @@
+"""Comparisons: variants of one spec trained on the same data and noise, summarised side by side.
+
+Comparing is how one learns what an objective does: the same seed gives the same data stream, the
+same noise stream and the same initial weights (see explorer.pipeline), so the only difference
+between two runs is the field that was varied. ``genex compare`` trains the cartesian product of
+the ``--vary`` lists (times ``--seeds``) and writes, into its output folder::
+
+    summary.csv / summary.md      one row per run: the varied fields, status, final losses and metrics
+    summary_mean.csv              for --seeds > 1: mean and standard error per variant (also in summary.md)
+    compare.png                   final samples of each variant side by side, loss curves below
+    compare.json                  the base spec, the variants and where each run lives
+    runs/<run folder>/            each run's own folder (spec, metrics, snapshots, checkpoint)
+
+The same functions feed the Compare page (explorer/ui/compare_page.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import csv
+import io
+import itertools
+import json
+import math
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from explorer.errors import ExplorerError, SpecError
+from explorer.registry import Registry, get_registry
+from explorer.runs import RunStore, atomic_write_bytes, atomic_write_json, runs_root
+from explorer.snapshots import Snapshot, snapshot_from_arrays
+from explorer.spec import Spec, diff_specs, load_spec_file, parse_value, resolve, set_path
+
+NOT_SERIES = {"step", "time", "steps_per_s"}
+# Metric keys where larger is better (everything else: distances, divergences, losses, smaller is better).
+HIGHER_IS_BETTER = ("modes", "hq_fraction", "p_value", "precision", "recall", "density", "coverage", "nn_ratio")
+MAX_RUNS = 64
+
+
+@dataclass
+class Variant:
+    """One run of a comparison: the fields it changes, its seed and its resolved spec."""
+
+    label: str
+    changes: dict[str, Any]
+    seed: int
+    raw: dict[str, Any]
+    spec: Spec
+
+
+@dataclass
+class RunResult:
+    """A trained (or failed) variant: where it lives and what it reached."""
+
+    variant: Variant
+    store: RunStore
+    status: str
+    step: int
+    final: dict[str, float] = field(default_factory=dict)
+    best: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+    seconds: float = 0.0
+
+
+# -- building the variants ---------------------------------------------------------------------------
+def split_values(text: str) -> list[str]:
+    """Split ``a,b,[1, 2],"x,y"`` on the commas outside brackets and quotes."""
+    out, depth, quote, cur = [], 0, "", []
+    for ch in text:
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "\"'":
+            quote = ch
+        elif ch in "[{":
+            depth += 1
+        elif ch in "]}":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            out.append("".join(cur).strip())
+            cur = []
+            continue
+        cur.append(ch)
+    out.append("".join(cur).strip())
+    return [v for v in out if v != ""]
+
+
+def parse_vary(text: str) -> tuple[str, list[Any]]:
+    """``"optim.generator.lr=1e-3,1e-4"`` -> ``("optim.generator.lr", [0.001, 0.0001])``."""
+    path, sep, values = text.partition("=")
+    path = path.strip()
+    if not sep or not path:
+        raise SpecError("--vary", f"expected FIELD=VALUE1,VALUE2 (e.g. objective=minimax,nonsaturating), got {text!r}")
+    items = [parse_value(v) for v in split_values(values)]
+    if not items:
+        raise SpecError(path, "give at least one value after '='")
+    return path, items
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, Mapping):
+        return str(value.get("name", value))
+    return str(value)
+
+
+def variant_label(changes: Mapping[str, Any], seed: int | None = None) -> str:
+    """A short human label: ``objective=mmd lr=0.001 seed=1`` (the last part of each dotted field)."""
+    parts = [f"{path.split('.')[-1] if path.count('.') >= 2 else path}={_fmt(v)}" for path, v in changes.items()]
+    if seed is not None:
+        parts.append(f"seed={seed}")
+    return " ".join(parts) or "base"
+
+
+def expand_variants(base: Mapping[str, Any], varies: Sequence[tuple[str, Sequence[Any]]], seeds: int | Sequence[int] = 1,
+                    registry: Registry | None = None, **overrides: Any) -> list[Variant]:
+    """The cartesian product of the varied values, times the seeds; every spec resolved up front.
+
+    ``seeds`` is a count (the base seed, base seed + 1, ...) or an explicit list. A variant whose spec
+    does not resolve raises SpecError naming the variant, before anything trains.
+    """
+    registry = registry or get_registry()
+    base_raw = copy.deepcopy(dict(base))
+    base_raw.pop("provenance", None)
+    for key, value in overrides.items():
+        if value is not None:
+            base_raw[key] = value
+    base_seed = int(base_raw.get("seed", 0))
+    seed_list = [base_seed + i for i in range(int(seeds))] if isinstance(seeds, int) else [int(s) for s in seeds]
+    if not seed_list:
+        raise SpecError("--seeds", "give at least one seed")
+    paths = [p for p, _ in varies]
+    if len(set(paths)) != len(paths):
+        raise SpecError("--vary", "each field may be varied once; put all its values in one --vary")
+    combos = list(itertools.product(*[list(v) for _, v in varies])) or [()]
+    if len(combos) * len(seed_list) > MAX_RUNS:
+        raise SpecError("--vary", f"{len(combos) * len(seed_list)} runs asked for; at most {MAX_RUNS} in one comparison")
+    out = []
+    for combo in combos:
+        changes = dict(zip(paths, combo))
+        for seed in seed_list:
+            raw = copy.deepcopy(base_raw)
+            for path, value in changes.items():
+                set_path(raw, path, value)
+            raw["seed"] = seed
+            label = variant_label(changes, seed if len(seed_list) > 1 else None)
+            try:
+                spec = resolve(raw, registry)
+            except SpecError as exc:
+                raise SpecError(exc.field, f"{exc.message} (in variant {label})") from None
+            out.append(Variant(label, changes, seed, raw, spec))
+    return out
+
+
+# -- reading results -----------------------------------------------------------------------------------
+def series_keys(records: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Every plottable series in a run's records (losses and metrics; not step, time or data_* stats)."""
+    keys: dict[str, None] = {}
+    for rec in records:
+        for k, v in rec.items():
+            if k not in NOT_SERIES and not k.startswith("data_") and isinstance(v, (int, float)) and not isinstance(v, bool):
+                keys[k] = None
+    return list(keys)
+
+
+def higher_is_better(key: str) -> bool:
+    return any(tag in key for tag in HIGHER_IS_BETTER)
+
+
+def final_and_best(records: Sequence[Mapping[str, Any]]) -> tuple[dict[str, float], dict[str, float]]:
+    """The last value of every series, and the best value of every metric (losses have no 'best')."""
+    final: dict[str, float] = {}
+    best: dict[str, float] = {}
+    for rec in records:
+        is_loss = "g_loss" in rec or "d_loss" in rec
+        for k in series_keys([rec]):
+            v = float(rec[k])
+            final[k] = v
+            if is_loss or not math.isfinite(v):
+                continue
+            if k not in best or (v > best[k] if higher_is_better(k) else v < best[k]):
+                best[k] = v
+    return final, best
+
+
+def curve_records(runs: Mapping[str, Sequence[Mapping[str, Any]]], series: Sequence[str] | None = None,
+                  max_points: int = 600) -> list[dict[str, Any]]:
+    """Long-form rows ``{run, step, series, value}`` for overlaid curves, thinned to ``max_points`` per line."""
+    rows: list[dict[str, Any]] = []
+    for run, records in runs.items():
+        keys = series if series is not None else series_keys(records)
+        for key in keys:
+            pts = [(int(r["step"]), float(r[key])) for r in records if key in r and isinstance(r[key], (int, float))]
+            stride = max(1, math.ceil(len(pts) / max_points))
+            kept = pts[::stride] + ([pts[-1]] if pts and (len(pts) - 1) % stride else [])
+            rows += [{"run": run, "step": s, "series": key, "value": v} for s, v in kept if math.isfinite(v)]
+    return rows
+
+
+def spec_diff_rows(specs: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The fields that differ among several specs: one row per field, one column per run."""
+    labels = list(specs)
+    if len(labels) < 2:
+        return []
+    first = specs[labels[0]]
+    fields: dict[str, None] = {}
+    for label in labels[1:]:
+        fields.update(dict.fromkeys(diff_specs(first, specs[label])))
+    rows = []
+    for path in fields:
+        row: dict[str, Any] = {"field": path}
+        for label in labels:
+            row[label] = _fmt_cell(get_path(specs[label], path))
+        rows.append(row)
+    return rows
+
+
+def get_path(d: Mapping[str, Any], path: str) -> Any:
+    node: Any = d
+    for part in path.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _fmt_cell(v: Any) -> str:
+    return "—" if v is None else (json.dumps(v) if isinstance(v, (list, dict)) else _fmt(v))
+
+
+def labels_for_specs(specs: Mapping[str, Mapping[str, Any]], max_fields: int = 3) -> dict[str, str]:
+    """Short labels for runs picked from the history: the fields in which their specs differ
+    (``objective=mmd lr=0.0001``); the run id where that does not tell them apart."""
+    rows = [r for r in spec_diff_rows(specs) if r["field"] not in ("name", "notes")]
+    labels = {}
+    for key in specs:
+        parts = [f"{r['field'].split('.')[-1] if r['field'].count('.') >= 2 else r['field']}={r[key]}" for r in rows[:max_fields]]
+        labels[key] = " ".join(parts) or key
+    counts: dict[str, int] = {}
+    for label in labels.values():
+        counts[label] = counts.get(label, 0) + 1
+    return {k: (v if counts[v] == 1 else f"{v} ({k})") for k, v in labels.items()}
+
+
+def history(root: str | Path | None = None) -> list[RunStore]:
+    """Every run folder in the runs folder, including the runs inside ``genex compare`` output folders."""
+    from explorer.runs import iter_runs
+
+    base = runs_root(root)
+    stores = list(iter_runs(root))
+    if base.is_dir():
+        for folder in sorted(base.iterdir()):
+            if folder.is_dir() and (folder / "compare.json").is_file() and (folder / "runs").is_dir():
+                stores += list(iter_runs(folder / "runs"))
+    return stores
+
+
+def infer_kind(arrays: Any) -> str:
+    """The snapshot kind of saved arrays (1d, 2d, image, vector) from what they hold."""
+    files = set(arrays.files) if hasattr(arrays, "files") else set(arrays)
+    if "kind" in files:
+        return str(arrays["kind"])
+    if "extra_x" in files:
+        return "1d"
+    if "extra_grid_x" in files:
+        return "2d"
+    fake = np.asarray(arrays["fake"])
+    if fake.ndim == 4:
+        return "image"
+    return {1: "1d", 2: "2d"}.get(fake.shape[-1] if fake.ndim == 2 else 0, "vector")
+
+
+def load_snapshot(store: RunStore, step: int | None = None) -> Snapshot | None:
+    """A saved snapshot (the full .npz when there is one, else the generated samples alone); the last when ``step`` is None."""
+    steps = store.snapshot_steps()
+    if not steps:
+        return None
+    step = steps[-1] if step is None else step
+    try:
+        arrays = store.load_snapshot_arrays(step)
+        if arrays is not None:
+            with arrays:
+                return snapshot_from_arrays(arrays, infer_kind(arrays))
+        fake = store.load_samples(step)
+    except (OSError, ValueError, KeyError):
+        return None
+    kind = infer_kind({"fake": fake})
+    real = np.zeros((0,) + fake.shape[1:], dtype=np.float32)
+    return Snapshot(step=step, kind=kind, real=real, fake=fake)
+
+
+def common_steps(stores: Sequence[RunStore]) -> list[int]:
+    """The snapshot steps every run has saved (for views in step with one another)."""
+    sets = [set(s.snapshot_steps()) for s in stores]
+    return sorted(set.intersection(*sets)) if sets else []
+
+
+def result_of(variant: Variant, store: RunStore, seconds: float = 0.0) -> RunResult:
+    st = store.read_status()
+    final, best = final_and_best(store.read_metrics())
+    return RunResult(variant, store, st.get("status", "unknown"), int(st.get("step", 0) or 0), final, best, st.get("error"), seconds)
+
+
+# -- tables --------------------------------------------------------------------------------------------
+def summary_rows(results: Sequence[RunResult]) -> list[dict[str, Any]]:
+    """One row per run: label, the varied fields, seed, status, step, final values of every series."""
+    varied = list(dict.fromkeys(k for r in results for k in r.variant.changes))
+    keys = list(dict.fromkeys(k for r in results for k in r.final))
+    rows = []
+    for r in results:
+        row: dict[str, Any] = {"run": r.variant.label}
+        row.update({k: _fmt_cell(r.variant.changes.get(k)) for k in varied})
+        row.update(seed=r.variant.seed, status=r.status, step=r.step)
+        row.update({k: r.final.get(k) for k in keys})
+        row["folder"] = r.store.path.name
+        rows.append(row)
+    return rows
+
+
+def mean_se_rows(results: Sequence[RunResult]) -> list[dict[str, Any]]:
+    """Per variant (same changes, any seed): n, and mean and standard error (s / sqrt(n)) of each final value."""
+    groups: dict[str, list[RunResult]] = {}
+    for r in results:
+        groups.setdefault(variant_label(r.variant.changes), []).append(r)
+    keys = list(dict.fromkeys(k for r in results for k in r.final))
+    rows = []
+    for label, members in groups.items():
+        row: dict[str, Any] = {"variant": label, "n": len(members)}
+        for k in keys:
+            vals = np.array([m.final[k] for m in members if k in m.final and math.isfinite(m.final[k])], dtype=float)
+            row[f"{k}_mean"] = float(vals.mean()) if len(vals) else None
+            row[f"{k}_se"] = float(vals.std(ddof=1) / math.sqrt(len(vals))) if len(vals) > 1 else None
+        rows.append(row)
+    return rows
+
+
+def _num(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def to_csv(rows: Sequence[Mapping[str, Any]]) -> str:
+    cols = list(dict.fromkeys(k for r in rows for k in r))
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in cols})
+    return buf.getvalue()
+
+
+def to_markdown(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> str:
+    cols = list(columns or dict.fromkeys(k for r in rows for k in r))
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    for r in rows:
+        lines.append("| " + " | ".join(_num(r.get(c)).replace("|", "\\|") for c in cols) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def mean_se_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
+    keys = [k[: -len("_mean")] for k in dict.fromkeys(c for r in rows for c in r) if k.endswith("_mean")]
+    table = []
+    for r in rows:
+        out: dict[str, Any] = {"variant": r["variant"], "n": r["n"]}
+        for k in keys:
+            m, se = r.get(f"{k}_mean"), r.get(f"{k}_se")
+            out[k] = "" if m is None else (f"{m:.4g} ± {se:.2g}" if se is not None else f"{m:.4g}")
+        table.append(out)
+    return to_markdown(table, ["variant", "n", *keys])
+
+
+# -- the headless comparison -------------------------------------------------------------------------
+def picture(results: Sequence[RunResult], series: Sequence[str] = ("g_loss", "d_loss")) -> bytes:
+    """Final samples of each variant (its first seed) side by side, the chosen curves below."""
+    from explorer.render import side_by_side_png
+
+    shown, seen = [], set()
+    for r in results:
+        key = variant_label(r.variant.changes)
+        if key not in seen:
+            seen.add(key)
+            shown.append(r)
+    shown = shown[:12]
+    snaps, titles, records = [], [], []
+    for r in shown:
+        snap = load_snapshot(r.store)
+        if snap is not None:
+            snaps.append(snap)
+            titles.append(variant_label(r.variant.changes))
+            records.append(r.store.read_metrics())
+    curves: dict[str, list[tuple[list[int], list[float]]]] = {}
+    for key in series:
+        lines = []
+        for recs in records:
+            pts = [(int(x["step"]), float(x[key])) for x in recs if key in x]
+            lines.append(([p[0] for p in pts], [p[1] for p in pts]))
+        if any(steps for steps, _ in lines):
+            curves[key] = lines
+    if not snaps:
+        raise ExplorerError("no run saved a snapshot; nothing to draw")
+    return side_by_side_png(snaps, titles, curves or None)
+
+
+def train_variants(variants: Sequence[Variant], out: Path, jobs: int = 1, device: str | None = None,
+                   registry: Registry | None = None, log: Any = None) -> list[RunResult]:
+    """Train every variant into ``out/runs/<nn>-<label>``, ``jobs`` at a time; a failed run does not stop the rest."""
+    from explorer.manager import run_foreground
+    from explorer.training import TrainerConfig
+
+    (out / "runs").mkdir(parents=True, exist_ok=True)
+    results: list[RunResult | None] = [None] * len(variants)
+    lock = threading.Lock()
+    done = [0]
+
+    def one(i: int) -> None:
+        v = variants[i]
+        folder = out / "runs" / f"{i + 1:02d}-{_slug(v.label)}"
+        t0 = time.monotonic()
+        store, _ = run_foreground(v.spec, out=folder, registry=registry, config=TrainerConfig(snapshot_hz=0))
+        res = result_of(v, store, time.monotonic() - t0)
+        results[i] = res
+        with lock:
+            done[0] += 1
+            if log:
+                err = f" ({res.error})" if res.error else ""
+                log(f"[{done[0]}/{len(variants)}] {v.label}: {res.status} at step {res.step} in {res.seconds:.1f} s{err}")
+
+    if jobs <= 1:
+        for i in range(len(variants)):
+            one(i)
+    else:
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            list(pool.map(one, range(len(variants))))
+    return [r for r in results if r is not None]
+
+
+def write_outputs(out: Path, base: Mapping[str, Any], varies: Sequence[tuple[str, Sequence[Any]]], results: Sequence[RunResult]) -> None:
+    """summary.csv, summary.md (and summary_mean.csv), compare.png and compare.json in ``out``."""
+    rows = summary_rows(results)
+    atomic_write_bytes(out / "summary.csv", to_csv(rows).encode())
+    md = [f"# Comparison: {base.get('name') or 'spec'}", "",
+          "Varied: " + (", ".join(f"`{p}` = {', '.join(_fmt(v) for v in vals)}" for p, vals in varies) or "nothing"), "",
+          f"Seeds: {', '.join(str(s) for s in dict.fromkeys(r.variant.seed for r in results))}", "",
+          "## Runs (final values)", "", to_markdown([{k: v for k, v in r.items()} for r in rows])]
+    if len({r.variant.seed for r in results}) > 1:
+        means = mean_se_rows(results)
+        atomic_write_bytes(out / "summary_mean.csv", to_csv(means).encode())
+        md += ["## Mean ± standard error over seeds", "", mean_se_markdown(means)]
+    try:
+        atomic_write_bytes(out / "compare.png", picture(results))
+        md += ["![samples and curves](compare.png)", ""]
+    except ExplorerError as exc:
+        md += [f"(no picture: {exc})", ""]
+    atomic_write_bytes(out / "summary.md", "\n".join(md).encode())
+    manifest = {
+        "format": 1, "created": time.time(), "base": dict(base),
+        "vary": [{"field": p, "values": list(v)} for p, v in varies],
+        "runs": [{"label": r.variant.label, "changes": r.variant.changes, "seed": r.variant.seed, "folder": str(r.store.path.relative_to(out)),
+                  "status": r.status, "step": r.step, "final": r.final, "best": r.best} for r in results],
+    }
+    atomic_write_json(out / "compare.json", manifest)
+
+
+def _slug(text: str) -> str:
+    import re
+
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-")[:60] or "run"
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("spec", help="the base spec (.toml or .json)")
+    parser.add_argument("--vary", action="append", default=[], metavar="FIELD=A,B",
+                        help="a field and its values, e.g. objective=minimax,nonsaturating or optim.generator.lr=1e-3,1e-4 (repeatable: the runs are the cartesian product)")
+    parser.add_argument("--seeds", type=int, default=1, help="seeds per variant (the spec's seed, +1, ...); > 1 adds a mean ± standard error table")
+    parser.add_argument("--steps", type=int, help="override the spec's steps")
+    parser.add_argument("--device", help="auto, cpu, cuda or mps")
+    parser.add_argument("--out", help="output folder (default: <runs folder>/compare-<timestamp>-<name>)")
+    parser.add_argument("--jobs", type=int, default=1, help="runs trained at once (threads); default one after another")
+    parser.add_argument("--quiet", "-q", action="store_true", help="no progress lines")
+
+
+def run(args: argparse.Namespace) -> int:
+    """``genex compare``: train the variants, write the tables and the picture; exit 1 if any run failed."""
+    base = load_spec_file(args.spec)
+    varies = [parse_vary(v) for v in args.vary]
+    if args.seeds < 1:
+        raise SpecError("--seeds", "give 1 or more")
+    variants = expand_variants(base, varies, args.seeds, steps=args.steps, device=args.device)
+    name = base.get("name") or Path(args.spec).stem
+    out = Path(args.out) if args.out else runs_root() / f"compare-{datetime.now():%Y%m%d-%H%M%S}-{_slug(str(name))}"
+    if out.exists() and any(out.iterdir()):
+        raise ExplorerError(f"output folder {str(out)!r} is not empty; choose a new --out or delete it")
+    out.mkdir(parents=True, exist_ok=True)
+    log = None if args.quiet else (lambda msg: print(msg, flush=True))
+    if log:
+        log(f"comparing {len(variants)} runs of {name} -> {out}")
+    results = train_variants(variants, out, jobs=max(1, args.jobs), log=log)
+    write_outputs(out, {**base, **({"steps": args.steps} if args.steps else {})}, varies, results)
+    if log:
+        print(to_markdown(summary_rows(results), ["run", "status", "step", *[k for k in ("d_loss", "g_loss") if any(k in r.final for r in results)]]))
+        print(f"summary: {out / 'summary.md'}")
+    failed = [r for r in results if r.status != "finished"]
+    for r in failed:
+        print(f"run {r.variant.label} {r.status}: {r.error}", file=sys.stderr)
+    return 1 if failed else 0
