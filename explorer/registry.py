@@ -143,27 +143,38 @@ class Registry:
 
     # -- loading ------------------------------------------------------------------------------
     def load_installed(self) -> "Registry":
-        """Discover and load every plugin in the entry-point group (honouring the env switches)."""
+        """Discover and load every plugin in the entry-point group (honouring the env switches).
+
+        Built-in plugins load first, so a third-party package can never take a built-in name: its
+        duplicate is the one reported. A plugin is matched by the switches through its entry-point
+        name, its module or its distribution name (``-``/``_`` and case do not matter).
+        """
         load_only = _env_list("GENEX_LOAD_PLUGINS")
-        blocked = set(_env_list("GENEX_BLOCK_PLUGINS") or [])
-        eps = sorted(md.entry_points(group=PROJECT), key=lambda e: (e.dist.name if e.dist else "", e.name))
-        have_builtin_eps = any(ep.dist is not None and _norm(ep.dist.name) == _norm(BUILTIN_DIST) for ep in eps)
+        blocked = {_norm(b) for b in _env_list("GENEX_BLOCK_PLUGINS") or []}
+        selected = {_norm(s) for s in load_only} if load_only is not None else None
+        eps = list(md.entry_points(group=PROJECT))
+        have_builtin_eps = any(_is_builtin(ep) for ep in eps)
         if not have_builtin_eps:
             for name, module in DEFAULT_PLUGINS.items():
-                if name in blocked or module in blocked:
+                if {_norm(name), _norm(module)} & blocked:
                     self.skipped[name] = "blocked by GENEX_BLOCK_PLUGINS"
                     continue
                 self.load_module(module, name=name, dist=BUILTIN_DIST, version=_version(BUILTIN_DIST))
+        eps.sort(key=lambda e: (not _is_builtin(e), _norm(e.dist.name) if e.dist else "", e.name))
+        seen: set[tuple[str, str, str]] = set()
         for ep in eps:
             dist = ep.dist.name if ep.dist else None
             version = ep.dist.version if ep.dist else None
-            builtin = dist is not None and _norm(dist) == _norm(BUILTIN_DIST)
-            names = {ep.name, ep.value, dist or ""}
+            key = (_norm(dist or ""), ep.name, ep.value)
+            if key in seen:  # the same distribution found twice on sys.path (e.g. a stale egg-info)
+                continue
+            seen.add(key)
+            names = {_norm(n) for n in (ep.name, ep.value, ep.module, dist or "") if n}
             if names & blocked:
                 self.skipped[ep.name] = "blocked by GENEX_BLOCK_PLUGINS"
                 continue
-            if not builtin and load_only is not None and not names & set(load_only):
-                self.skipped[ep.name] = "not listed in GENEX_LOAD_PLUGINS"
+            if not _is_builtin(ep) and selected is not None and not names & selected:
+                self.skipped[ep.name] = "not listed in GENEX_LOAD_PLUGINS" if selected else "GENEX_LOAD_PLUGINS is empty (built-ins only)"
                 continue
             self._load(lambda ep=ep: ep.load(), ep.name, dist, version)
         return self
@@ -185,11 +196,18 @@ class Registry:
     def add_plugin(self, obj: Any, name: str | None = None, dist: str | None = None, version: str | None = None) -> bool:
         """Register a module or object holding hook implementations, then call its hooks one by one.
 
+        Each hook of each plugin is called on its own: a hook that raises is recorded and the
+        components it registered before raising are withdrawn (a half-run hook cannot be trusted),
+        while the plugin's other hooks and every other plugin keep their registrations.
         Returns False (and records a LoadError) when the plugin could not be registered at all.
         """
         name = name or getattr(obj, "__name__", None) or type(obj).__name__
         if name in self.plugins:
-            self._fail(name, dist, version, "register", f"a plugin named {name!r} is already loaded", None)
+            other = self.plugins[name]
+            where = f" from {other.dist} {other.version or ''}".rstrip() if other.dist else ""
+            self._fail(name, dist, version, "register",
+                       f"a plugin named {name!r} is already loaded (module {other.module}{where}); "
+                       "rename the entry point or uninstall one of the two packages", None)
             return False
         try:
             self.pm.register(obj, name=name)
@@ -199,15 +217,42 @@ class Registry:
         module = getattr(obj, "__name__", type(obj).__module__)
         info = PluginInfo(name=name, module=module, dist=dist, version=version)
         self.plugins[name] = info
+        problem = self._hook_problems(obj)
+        if problem:
+            self._fail(name, dist, version, "register", problem, None)
         for hook_name, kind in HOOK_KINDS.items():
             for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
                 if impl.plugin is not obj:
                     continue
+                before = len(info.components)
+                registrar = self._registrar(kind, info)
                 try:
-                    impl.function(register=self._registrar(kind, info))
+                    impl.function(**{arg: registrar for arg in impl.argnames})
                 except Exception as exc:
+                    for ckind, cname in info.components[before:]:
+                        self.components[ckind].pop(cname, None)
+                    del info.components[before:]
                     self._fail(name, dist, version, "hook", f"{hook_name} raised {type(exc).__name__}: {exc}", exc)
         return True
+
+    def _hook_problems(self, obj: Any) -> str:
+        """Mistakes pluggy lets through silently: a misspelt hook name, a hook missing ``@hookimpl``."""
+        problems = []
+        hooked = False
+        for attr in dir(obj):
+            value = getattr(obj, attr, None)
+            if not callable(value):
+                continue
+            marked = self.pm.parse_hookimpl_opts(obj, attr) is not None
+            if marked and attr in HOOK_KINDS:
+                hooked = True
+            elif marked:
+                problems.append(f"unknown hook {attr!r}{did_you_mean(attr, HOOK_KINDS)}; hooks are: {', '.join(HOOK_KINDS)}")
+            elif attr in HOOK_KINDS:
+                problems.append(f"{attr} is not decorated with @hookimpl (from explorer import hookimpl), so it is never called")
+        if not hooked and not problems:
+            problems.append(f"it defines no hooks; decorate one of {', '.join(HOOK_KINDS)} with @hookimpl")
+        return "; ".join(problems)
 
     def remove_plugin(self, name: str) -> None:
         """Unregister a plugin and its components (tests register a plugin in a fixture and remove it after)."""
@@ -236,19 +281,23 @@ class Registry:
         base = BASES[kind]
         if not isinstance(cls, type) or not issubclass(cls, base):
             raise TypeError(f"register_{kind}s must register a subclass of explorer.{base.__name__}, got {cls!r}")
-        if not isinstance(cls.name, str) or not NAME_RE.match(cls.name):
+        if not isinstance(getattr(cls, "name", None), str) or not NAME_RE.match(cls.name):
             raise ValueError(f"component name must be kebab-case (like 'ring8' or 'wgan-gp'), got {cls.name!r}")
         check_declarations(cls.params)
         existing = self.components[kind].get(cls.name)
         if existing is not None:
-            raise ValueError(f"duplicate {kind} name {cls.name!r}: already registered by plugin {existing.plugin!r}")
+            raise ValueError(f"duplicate {kind} name {cls.name!r}: already registered by plugin {existing.source}; "
+                             "choose another name (prefixing it with your package's name avoids clashes)")
         from explorer import contract  # local: contract checks import torch-heavy helpers lazily
 
         contract.check_class(kind, cls)
 
     def _fail(self, plugin: str, dist: str | None, version: str | None, stage: str, message: str, exc: BaseException | None) -> None:
-        if exc is not None and _strict():
-            raise exc
+        """Record a plugin failure; with GENEX_STRICT_PLUGINS=1 raise it instead (for plugin authors)."""
+        if _strict():
+            if exc is not None:
+                raise exc
+            raise PluginError(f"plugin {plugin!r} [{stage}]: {message}")
         tb = "".join(traceback.format_exception(exc)) if exc is not None else ""
         self.errors.append(LoadError(plugin, dist, version, stage, message, tb))
 
@@ -285,18 +334,38 @@ class Registry:
             ) from exc
 
     def blame(self, exc: BaseException) -> ComponentInfo | None:
-        """The component whose code raised ``exc`` (innermost frame in a plugin's module), if any."""
-        modules = {}
+        """The component whose code raised ``exc`` (following ``raise ... from``), or None.
+
+        Walking the traceback from the outside in, the innermost plugin frame decides: a method of a
+        registered component (its ``self``) names that component exactly; other code is matched by
+        module (e.g. the network an architecture built), then by the plugin's package (its helpers).
+        """
+        by_cls: dict[type, ComponentInfo] = {}
+        by_module: dict[str, ComponentInfo] = {}
         for kind in KINDS:
             for info in self.components[kind].values():
-                modules[info.cls.__module__] = info
-        found = None
-        tb = exc.__traceback__
-        while tb is not None:
-            mod = tb.tb_frame.f_globals.get("__name__", "")
-            if mod in modules:
-                found = modules[mod]
-            tb = tb.tb_next
+                by_cls[info.cls] = info
+                by_module.setdefault(info.cls.__module__, info)
+        by_package: dict[str, ComponentInfo] = {}
+        for plugin in self.plugins.values():
+            first = next((self.components[k][n] for k, n in plugin.components if n in self.components[k]), None)
+            if first is not None and plugin.module.split(".")[0] not in ("explorer", "torch"):
+                by_package.setdefault(plugin.module.split(".")[0], first)
+        found: ComponentInfo | None = None
+        for tb in _tracebacks(exc):
+            frame = tb.tb_frame
+            owner = frame.f_locals.get("self")
+            if owner is not None and type(owner) in by_cls:
+                found = by_cls[type(owner)]
+                continue
+            mod = frame.f_globals.get("__name__") or ""
+            if mod in by_module:
+                if found is None or found.cls.__module__ != mod:
+                    found = by_module[mod]
+                continue
+            cand = by_package.get(mod.split(".")[0])
+            if cand is not None and (found is None or found.plugin != cand.plugin):
+                found = cand
         return found
 
     def describe(self) -> dict[str, Any]:
@@ -314,7 +383,24 @@ class Registry:
 
 
 def _norm(name: str) -> str:
-    return name.lower().replace("_", "-")
+    return name.strip().lower().replace("_", "-")
+
+
+def _is_builtin(ep: md.EntryPoint) -> bool:
+    return ep.dist is not None and _norm(ep.dist.name) == _norm(BUILTIN_DIST)
+
+
+def _tracebacks(exc: BaseException | None) -> Iterable[Any]:
+    """Traceback entries of ``exc`` outermost first, then those of the exception it wraps (its
+    ``__cause__``, or its ``__context__`` unless suppressed with ``from None``), which ran deeper."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        tb = exc.__traceback__
+        while tb is not None:
+            yield tb
+            tb = tb.tb_next
+        exc = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
 
 
 def _version(dist: str) -> str | None:
