@@ -1,0 +1,240 @@
+"""The Compare and Runs pages (Streamlit AppTest), and the spec carried in the page URL."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import tomllib
+import zlib
+from pathlib import Path
+
+import pytest
+import torch
+from streamlit.testing.v1 import AppTest
+
+from explorer.errors import SpecError
+from explorer.manager import run_foreground
+from explorer.runs import RunStore, list_runs
+from explorer.spec import parse_spec, resolve
+from explorer.training import TrainerConfig
+from explorer.ui import urlspec
+from explorer.ui.presets import load_presets
+from explorer.ui.state import get_manager
+
+UI = Path(__file__).resolve().parents[1] / "explorer" / "ui"
+TINY = {
+    "name": "tiny", "data": "ring8", "objective": "nonsaturating", "steps": 20, "batch_size": 32, "log_every": 5,
+    "snapshot_every": 10, "checkpoint_every": 10, "metric_every": 0, "metrics": "none", "snapshot_size": 64,
+    "generator": {"name": "mlp", "depth": 1, "width": 16}, "discriminator": {"name": "mlp", "depth": 1, "width": 16},
+}
+
+
+@pytest.fixture(autouse=True)
+def runs_dir(tmp_path, monkeypatch):
+    """Every run of a test in its own folder; one torch thread (two cores shared with other jobs)."""
+    monkeypatch.setenv("GENEX_RUNS_DIR", str(tmp_path / "runs"))
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield tmp_path / "runs"
+    get_manager().stop_all(wait=30)
+    torch.set_num_threads(before)
+
+
+def page(name: str) -> AppTest:
+    return AppTest.from_file(str(UI / name), default_timeout=90)
+
+
+def frame(at: AppTest, column: str):
+    """The first dataframe on the page with this column (AppTest keeps no key for a plain st.dataframe)."""
+    return next(d.value for d in at.dataframe if column in d.value.columns)
+
+
+def wait_for_runs(timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    for run in get_manager().runs():
+        while run.thread is None and run.active and time.monotonic() < deadline:
+            time.sleep(0.1)  # queued: waits for a slot
+        if run.thread is not None:
+            run.thread.join(max(0.0, deadline - time.monotonic()))
+
+
+def finished(root: Path, **changes) -> RunStore:
+    store, state = run_foreground(resolve({**TINY, **changes}), root=root, config=TrainerConfig(snapshot_hz=0))
+    assert state.view().status == "finished"
+    return store
+
+
+# -- the spec in the URL ------------------------------------------------------------------------------
+def test_every_preset_survives_a_round_trip_through_the_url():
+    from explorer.registry import get_registry
+
+    reg = get_registry()
+    for preset in load_presets(reg):
+        if preset.error:
+            continue
+        full = resolve(preset.raw, reg).to_dict()
+        query = urlspec.spec_to_query(full, reg)
+        assert set(query) == {"spec"} and len(query["spec"]) < 1000
+        back = resolve(urlspec.spec_from_query(query), reg).to_dict()
+        full.pop("provenance"), back.pop("provenance")
+        assert back == full, preset.id
+
+
+def test_a_default_spec_is_a_tiny_link_and_a_url_without_one_gives_none():
+    assert urlspec.minimal_spec(parse_spec({}).to_dict()) == {}
+    assert len(urlspec.encode_spec(parse_spec({}).to_dict())) < 20
+    assert urlspec.spec_from_query({"run": "x"}) is None
+
+
+@pytest.mark.parametrize("token", ["", "not base64!!", base64.urlsafe_b64encode(b"plain text").decode(),
+                                   base64.urlsafe_b64encode(zlib.compress(b"[1, 2]")).decode(),
+                                   base64.urlsafe_b64encode(zlib.compress(b"{" * 10)).decode(), "A" * 9000])
+def test_a_damaged_link_is_one_clear_spec_error(token):
+    with pytest.raises(SpecError, match="link"):
+        urlspec.spec_from_query({"spec": token})
+
+
+def test_a_link_cannot_inflate_into_a_huge_spec():
+    bomb = base64.urlsafe_b64encode(zlib.compress(json.dumps({"notes": "x" * 1_000_000}).encode(), 9)).decode()
+    assert len(bomb) < urlspec.MAX_TOKEN_CHARS
+    with pytest.raises(SpecError, match="larger than"):
+        urlspec.spec_from_query({"spec": bomb})
+
+
+# -- Compare page ---------------------------------------------------------------------------------------
+def test_compare_page_draws_the_setup_from_a_preset_without_errors():
+    at = page("compare_page.py")
+    at.run()
+    assert not at.exception and not at.error
+    assert at.radio(key="cmp.source").value == "a preset"
+    assert at.multiselect(key="cmp.values0").value == ["minimax", "nonsaturating"]
+    assert "2 runs" in " ".join(c.value for c in at.caption)
+
+
+def test_compare_page_trains_a_linked_comparison_and_shows_table_and_diff(runs_dir):
+    at = page("compare_page.py")
+    at.query_params.update({**urlspec.spec_to_query(TINY), "vary": "objective=minimax,nonsaturating"})
+    at.run()
+    assert not at.exception and not at.error
+    assert at.radio(key="cmp.source").value == "the link"
+    assert at.multiselect(key="cmp.values0").value == ["minimax", "nonsaturating"]
+    before = {r.id for r in get_manager().runs()}
+    at.button(key="cmp.start").click().run()
+    assert not at.exception
+    runs = [r for r in get_manager().runs() if r.id not in before]
+    assert len(runs) == 2 and len({r.owner for r in runs}) == 1
+    wait_for_runs()
+    at.run()
+    assert not at.exception and not at.error
+    table = frame(at, "status")
+    assert list(table["run"]) == ["objective=minimax", "objective=nonsaturating"]
+    assert list(table["status"]) == ["finished", "finished"] and "g_loss" in table
+    diff = frame(at, "field")
+    assert list(diff["field"]) == ["objective.name"]
+    assert {s.status for s in list_runs(runs_dir)} == {"finished"}
+    # the URL now carries the set-up
+    linked = resolve(urlspec.spec_from_query(dict(at.query_params)))
+    assert linked.short_name() == "tiny" and linked.steps == 20 and linked.generator.params["width"] == 16
+    assert "objective=minimax,nonsaturating" in str(at.query_params["vary"])
+
+
+def test_a_bad_link_shows_an_error_and_falls_back_to_the_presets():
+    at = page("compare_page.py")
+    at.query_params["spec"] = urlspec.encode_spec({**TINY, "objective": "no-such-objective"})
+    at.run()
+    assert not at.exception
+    assert any("link" in e.value and "no-such-objective" in e.value for e in at.error)
+    assert at.radio(key="cmp.source").value == "a preset"
+
+
+def test_a_comparison_from_finished_runs_in_the_history(runs_dir):
+    a = finished(runs_dir, optim={"generator": {"lr": 1e-3}})
+    b = finished(runs_dir, optim={"generator": {"lr": 1e-4}})
+    at = page("compare_page.py")
+    at.run()
+    at.multiselect(key="cmp.history").set_value([a.id, b.id]).run()
+    at.button(key="cmp.from_history").click().run()
+    assert not at.exception and not at.error
+    table = frame(at, "status")
+    assert sorted(table["run"]) == ["lr=0.0001", "lr=0.001"]
+    assert list(frame(at, "field")["field"]) == ["optim.generator.lr"]
+
+
+def test_stopping_a_comparison_leaves_other_tabs_runs_alone(runs_dir):
+    other = get_manager().start(resolve({**TINY, "steps": 100_000}), owner="another-tab", paused=True)
+    at = page("compare_page.py")
+    at.query_params.update({**urlspec.spec_to_query({**TINY, "steps": 100_000}), "vary": "objective=minimax,nonsaturating"})
+    at.run()
+    before = {r.id for r in get_manager().runs()}
+    at.button(key="cmp.start").click().run()
+    mine = [r for r in get_manager().runs() if r.id not in before]
+    assert len(mine) == 2
+    at.run()
+    at.button(key="cmp.stop_all").click().run()
+    assert not at.exception
+    for r in mine:
+        if r.thread is not None:
+            r.thread.join(60)
+    assert {r.status for r in mine} == {"stopped"}
+    assert other.active
+    get_manager().stop(other.id)
+
+
+# -- Runs page ----------------------------------------------------------------------------------------------
+def test_runs_page_lists_filters_and_opens_runs_and_its_spec_reruns_the_pipeline(runs_dir):
+    a = finished(runs_dir)
+    b = finished(runs_dir, objective="mmd")
+    at = page("runs_page.py")
+    at.run()
+    assert not at.exception and not at.error
+    table = frame(at, "created")
+    assert sorted(table["run"]) == sorted([a.id, b.id])
+    at.multiselect(key="runs.f.obj").set_value(["mmd"]).run()
+    assert list(frame(at, "created")["run"]) == [b.id]
+    at.selectbox(key="runs.open").set_value(a.id).run()
+    assert not at.exception
+    toml_text = next(c.value for c in at.code if "objective" in c.value)
+    again = parse_spec(tomllib.loads(toml_text)).to_dict()
+    assert again == resolve(a.read_spec()).to_dict()
+    assert at.select_slider(key="runs.snap_step").options == ["10", "20"]
+    assert len(at.get("vega_lite_chart")) >= 2  # curves and the saved snapshot
+
+
+def test_a_killed_run_shows_as_interrupted_not_running(runs_dir):
+    a = finished(runs_dir)
+    status = json.loads((a.path / "status.json").read_text())
+    status.update(status="running", pid=2**22 + 12345)  # a process that is gone
+    (a.path / "status.json").write_text(json.dumps(status))
+    at = page("runs_page.py")
+    at.run()
+    assert list(frame(at, "created")["status"]) == ["interrupted"]
+    assert any("killed or crashed" in w.value for w in at.warning)
+
+
+def test_fork_from_the_runs_page_records_its_parent_and_draws_the_branch(runs_dir):
+    a = finished(runs_dir)
+    at = page("runs_page.py")
+    at.run()
+    at.text_area(key="runs.fork.changes").set_value("optim.generator.lr = 1e-4\nk_d = 2")
+    at.number_input(key="runs.fork.steps").set_value(30)
+    at.button(key="runs.fork").click().run()
+    assert not at.exception and not at.error
+    wait_for_runs()
+    forks = [s for s in list_runs(runs_dir) if s.parent]
+    assert len(forks) == 1 and forks[0].parent == {"run": a.id, "step": 20} and forks[0].status == "finished"
+    at.selectbox(key="runs.open").set_value(forks[0].id).run()
+    assert not at.exception
+    charts = [str(c.proto) for c in at.get("vega_lite_chart")]  # the spec and its data (Arrow keeps strings readable)
+    assert any("fork at 20" in c and "this fork" in c and f"parent ({a.id}) to step 20" in c for c in charts)
+
+
+def test_delete_from_the_runs_page_removes_a_finished_run(runs_dir):
+    a = finished(runs_dir)
+    at = page("runs_page.py")
+    at.run()
+    assert at.button(key="runs.delete").disabled
+    at.checkbox(key=f"runs.sure.{a.id}").check().run()
+    at.button(key="runs.delete").click().run()
+    assert not at.exception and not a.path.exists()
+    assert any("Deleted" in s.value for s in at.success) or any("No runs yet" in i.value for i in at.info)
