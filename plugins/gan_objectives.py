@@ -1,0 +1,108 @@
+"""The two GAN games of Goodfellow et al. 2014 ("Generative Adversarial Nets", arXiv:1406.2661).
+
+Both share the discriminator's side: D maximises V(D, G) = E_x[log D(x)] + E_z[log(1 - D(G(z)))].
+They differ in the generator's loss:
+
+- `minimax`, the original saturating game: G minimises E_z[log(1 - D(G(z)))]. When D confidently
+  rejects the fakes (D(G(z)) -> 0) this loss is flat and G gets almost no gradient (Sec. 3).
+- `nonsaturating`: G maximises E_z[log D(G(z))] instead, which has the same fixed point but strong
+  gradients early in training.
+
+Every loss works on the discriminator's logits l (D = sigmoid(l)), never sigmoid followed by log:
+log D = -softplus(-l) and log(1 - D) = -softplus(l), which stay finite for any logit.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from explorer import Objective, Param, hookimpl
+
+LOG4 = math.log(4.0)
+
+_SMOOTHING = Param(
+    "label_smoothing", "float", 0.0,
+    "one-sided label smoothing (Salimans et al. 2016): the discriminator's target for real data is "
+    "1 - label_smoothing instead of 1; fakes keep target 0. 0 turns it off",
+    low=0.0, high=0.5,
+)
+
+
+def _logits(D: nn.Module | None, x: Tensor) -> Tensor:
+    if D is None:
+        raise TypeError("GAN objectives need a discriminator (needs_discriminator is True)")
+    return D(x).reshape(-1)
+
+
+def discriminator_bce(real_logits: Tensor, fake_logits: Tensor, smoothing: float = 0.0) -> Tensor:
+    """-E[log D(x)] - E[log(1 - D(G(z)))] on logits: mean softplus(-l_real) + mean softplus(l_fake).
+
+    With one-sided label smoothing s the real term is the cross-entropy with target 1 - s:
+    (1 - s) softplus(-l) + s softplus(l).
+    """
+    real_term = F.softplus(-real_logits)
+    if smoothing > 0.0:
+        real_term = (1.0 - smoothing) * real_term + smoothing * F.softplus(real_logits)
+    return real_term.mean() + F.softplus(fake_logits).mean()
+
+
+class _GANObjective(Objective):
+    """The discriminator side shared by both games."""
+
+    params = (_SMOOTHING,)
+
+    def discriminator_loss(self, D: nn.Module, real: Tensor, fake: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """d_loss = mean softplus(-D(x)) + mean softplus(D(G(z))) = -V(D, G) (with no smoothing).
+
+        Extras: d_real / d_fake = mean sigmoid(D) on real / fake, and ``value`` = the estimate of
+        V(D, G) = -(unsmoothed d_loss), which is -log 4 ~ -1.386 at the equilibrium D = 1/2.
+        """
+        lr, lf = _logits(D, real), _logits(D, fake)
+        loss = discriminator_bce(lr, lf, self.config["label_smoothing"])
+        with torch.no_grad():
+            value = -discriminator_bce(lr, lf)
+            extras = {"d_real": torch.sigmoid(lr).mean(), "d_fake": torch.sigmoid(lf).mean(), "value": value}
+        return loss, extras
+
+
+class Minimax(_GANObjective):
+    """The original saturating game: G minimises E_z[log(1 - D(G(z)))] = -E softplus(l_fake)."""
+
+    name = "minimax"
+    summary = "Original GAN game (Goodfellow et al. 2014): G minimises log(1 - D(G(z))); saturates when D wins"
+    formula = (r"\min_G \max_D V(D,G) = \mathbb{E}_{x\sim p_\mathrm{data}}[\log D(x)]"
+               r" + \mathbb{E}_{z\sim p_z}[\log(1 - D(G(z)))]")
+
+    def generator_loss(self, D: nn.Module | None, real: Tensor, fake: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """g_loss = mean(-softplus(D(G(z)))) = E log(1 - D(G(z))); its gradient in the logit is
+        -sigmoid(l), which vanishes as D(G(z)) -> 0."""
+        lf = _logits(D, fake)
+        loss = -F.softplus(lf).mean()
+        return loss, {"d_fake": torch.sigmoid(lf).mean().detach()}
+
+
+class NonSaturating(_GANObjective):
+    """The non-saturating game: G maximises E_z[log D(G(z))], i.e. minimises E softplus(-l_fake)."""
+
+    name = "nonsaturating"
+    summary = "Non-saturating GAN (Goodfellow et al. 2014, Sec. 3): G maximises log D(G(z)); strong early gradients"
+    formula = (r"\max_D \mathbb{E}_{x}[\log D(x)] + \mathbb{E}_{z}[\log(1 - D(G(z)))];\quad"
+               r"\max_G \mathbb{E}_{z\sim p_z}[\log D(G(z))]")
+
+    def generator_loss(self, D: nn.Module | None, real: Tensor, fake: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """g_loss = mean softplus(-D(G(z))) = -E log D(G(z)); its gradient in the logit is
+        -(1 - sigmoid(l)), close to -1 while D rejects the fakes."""
+        lf = _logits(D, fake)
+        loss = F.softplus(-lf).mean()
+        return loss, {"d_fake": torch.sigmoid(lf).mean().detach()}
+
+
+@hookimpl
+def register_objectives(register: Any) -> None:
+    register(Minimax)
+    register(NonSaturating)
