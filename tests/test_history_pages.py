@@ -159,6 +159,12 @@ def test_a_comparison_from_finished_runs_in_the_history(runs_dir):
     table = frame(at, "status")
     assert sorted(table["run"]) == ["lr=0.0001", "lr=0.001"]
     assert list(frame(at, "field")["field"]) == ["optim.generator.lr"]
+    # finished runs are shown in step: the snapshot every run saved at the chosen step
+    assert at.segmented_control(key="cmp.mode").value == "same step"
+    assert at.select_slider(key="cmp.step").options == ["10", "20"]
+    at.select_slider(key="cmp.step").set_value(10).run()
+    assert not at.exception
+    assert sum("· step 10" in c.value for c in at.caption) == 2
 
 
 def test_stopping_a_comparison_leaves_other_tabs_runs_alone(runs_dir):
@@ -226,7 +232,7 @@ def test_fork_from_the_runs_page_records_its_parent_and_draws_the_branch(runs_di
     at.selectbox(key="runs.open").set_value(forks[0].id).run()
     assert not at.exception
     charts = [str(c.proto) for c in at.get("vega_lite_chart")]  # the spec and its data (Arrow keeps strings readable)
-    assert any("fork at 20" in c and "this fork" in c and f"parent ({a.id}) to step 20" in c for c in charts)
+    assert any("fork at 20" in c and "this fork" in c and "parent, to step 20" in c for c in charts)
 
 
 def test_delete_from_the_runs_page_removes_a_finished_run(runs_dir):

@@ -120,8 +120,9 @@ with st.container(border=True):
     if variants:
         st.caption(f"{len(variants)} runs: " + " · ".join(v.label for v in variants) +
                    f". At most {manager.max_concurrent} train at once on this server; the rest wait their turn.")
-    start = c2[2].button("Start comparison", type="primary", disabled=not variants or len(variants) < 2, key="cmp.start",
-                         help="Needs at least two runs: vary something, or use more seeds.")
+    too_few = not variants or len(variants) < 2
+    start = c2[2].button("Start comparison", type="primary", disabled=too_few, key="cmp.start",
+                         help="Needs at least two runs: vary something, or use more seeds." if too_few else None)
     if start and variants:
         try:
             runs = [manager.start(v.spec, owner=owner, name=f"{v.spec.short_name()}-{v.label}") for v in variants]
@@ -226,9 +227,11 @@ def draw_comparison(info: dict[str, Any]) -> None:
         names = charts.loss_series(df)
         default = [n for n in ("g_loss", "d_loss") if n in names] or names[:1]
         chosen = st.multiselect("curves", names, default=default, key="cmp.series")
-        if chosen:
-            for name in chosen:
-                st.altair_chart(charts.curves_chart(df, [name], title=name, height=200), width="stretch", key=f"cmp.curve.{name}")
+        grid = st.columns(2)
+        for i, name in enumerate(chosen):
+            # height= on the element: Streamlit fits the whole chart (title, axes, legend) into it
+            grid[i % 2].altair_chart(charts.curves_chart(df, [name], title=name, height=200), width="stretch", height=300,
+                                     key=f"cmp.curve.{name}")
 
     # Final and best values, sortable.
     table = []

@@ -239,7 +239,7 @@ with tab_curves:
     if parent_store is not None:
         branch = int(summary.parent["step"])
         before = [r for r in clean_history(parent_store.read_metrics()) if r["step"] <= branch]
-        frames.append(charts.history_frame(before, run=f"parent ({parent_store.id}) to step {branch}"))
+        frames.append(charts.history_frame(before, run=f"parent, to step {branch}"))
         frames.append(charts.history_frame(records, run="this fork"))
     else:
         frames.append(charts.history_frame(records, run=summary.name))
@@ -250,13 +250,14 @@ with tab_curves:
         names = charts.loss_series(cdf)
         default = [n for n in ("d_loss", "g_loss", "mmd2") if n in names] or names[:2]
         chosen = st.multiselect("curves", names, default=default, key="runs.series")
-        for name in chosen:
-            chart = charts.curves_chart(cdf, [name], title=name, height=220)
+        grid = st.columns(2)
+        for i, name in enumerate(chosen):
+            chart = charts.curves_chart(cdf, [name], title=name, height=200)
             if branch is not None:
                 rule = alt.Chart(pd.DataFrame({"step": [branch], "label": [f"fork at {branch}"]}))
                 chart = alt.layer(chart, rule.mark_rule(color="#E4572E", strokeDash=[6, 3], strokeWidth=2).encode(x="step:Q"),
-                                  rule.mark_text(align="left", dx=4, dy=-90, color="#E4572E").encode(x="step:Q", text="label:N"))
-            st.altair_chart(chart, width="stretch", key=f"runs.curve.{name}")
+                                  rule.mark_text(align="left", dx=4, y=8, color="#E4572E").encode(x="step:Q", text="label:N"))
+            grid[i % 2].altair_chart(chart, width="stretch", height=300, key=f"runs.curve.{name}")
 with tab_snaps:
     steps = store.snapshot_steps()
     if not steps:
