@@ -192,20 +192,6 @@ def final_and_best(records: Sequence[Mapping[str, Any]]) -> tuple[dict[str, floa
     return final, best
 
 
-def curve_records(runs: Mapping[str, Sequence[Mapping[str, Any]]], series: Sequence[str] | None = None,
-                  max_points: int = 600) -> list[dict[str, Any]]:
-    """Long-form rows ``{run, step, series, value}`` for overlaid curves, thinned to ``max_points`` per line."""
-    rows: list[dict[str, Any]] = []
-    for run, records in runs.items():
-        keys = series if series is not None else series_keys(records)
-        for key in keys:
-            pts = [(int(r["step"]), float(r[key])) for r in records if key in r and isinstance(r[key], (int, float))]
-            stride = max(1, math.ceil(len(pts) / max_points))
-            kept = pts[::stride] + ([pts[-1]] if pts and (len(pts) - 1) % stride else [])
-            rows += [{"run": run, "step": s, "series": key, "value": v} for s, v in kept if math.isfinite(v)]
-    return rows
-
-
 def spec_diff_rows(specs: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
     """The fields that differ among several specs: one row per field, one column per run."""
     labels = list(specs)
