@@ -39,9 +39,10 @@ class MMD(Objective):
     formula = (r"\min_G \mathrm{MMD}^2 = \mathbb{E}\,k(x,x') + \mathbb{E}\,k(G(z),G(z')) - 2\,\mathbb{E}\,k(x,G(z)),"
                r"\quad k(x,y) = \sum_\sigma e^{-\|x-y\|^2 / 2\sigma^2}")
     params = (
-        Param("bandwidths", "floats", [0.25, 0.5, 1.0, 2.0, 4.0],
+        Param("bandwidths", "floats", [0.1, 0.25, 0.5, 1.0, 2.0, 4.0],
               "RBF kernel bandwidths sigma (standard deviations, not variances); multiples of the median "
-              "heuristic when median_heuristic is on, absolute otherwise",
+              "heuristic when median_heuristic is on, absolute otherwise. The small ones sharpen the modes "
+              "of 2-D toys; on images (where distances concentrate) the large ones do the work",
               low=1e-6, high=1e6),
         Param("median_heuristic", "bool", True,
               "scale the bandwidths by the median-heuristic bandwidth sqrt(median ||x - y||^2 / 2) of the pooled "
