@@ -21,7 +21,6 @@ import os
 import threading
 import traceback
 from dataclasses import dataclass, field
-from types import ModuleType
 from typing import Any, Callable, Iterable, Mapping
 
 import pluggy
