@@ -1,0 +1,153 @@
+"""The Train page's run controls: Start, Pause/Resume, Step, Stop, Reset, and which run a tab shows.
+
+Every action goes through the server-wide RunManager (:mod:`explorer.ui.state`); none trains in
+the script thread. Actions are button callbacks, so they take effect before the page redraws;
+a message meant for the user (a spec or device error) is kept for the next draw.
+"""
+
+from __future__ import annotations
+
+import time
+
+import streamlit as st
+
+from explorer.device import pick_device
+from explorer.errors import ExplorerError
+from explorer.spec import Spec
+from explorer.ui import state
+
+FLASH_KEY = "genex.flash"
+RUN_PICK_KEY = "genex.run_pick"
+STEP_N_KEY = "genex.step_n"
+
+
+def flash(kind: str, message: str) -> None:
+    st.session_state[FLASH_KEY] = (kind, message)
+
+
+def show_flash() -> None:
+    kind, message = st.session_state.pop(FLASH_KEY, (None, None))
+    if message:
+        getattr(st, kind, st.info)(message)
+
+
+def _start(spec: Spec | None, paused: bool = False) -> str | None:
+    if spec is None:
+        flash("error", "The pipeline in the sidebar is not valid yet: see the message there.")
+        return None
+    try:
+        pick_device(spec.device)
+        run = state.get_manager().start(spec, owner=state.owner(), paused=paused)
+    except ExplorerError as exc:
+        flash("error", str(exc))
+        return None
+    state.remember(run.id)
+    st.session_state[RUN_PICK_KEY] = run.id
+    return run.id
+
+
+def on_start(spec: Spec | None) -> None:
+    """A new run with the sidebar's settings; runs already going keep going."""
+    _start(spec)
+
+
+def on_pause_resume(run_id: str) -> None:
+    run = state.live_run(run_id)
+    if run is None:
+        return
+    if run.status == "paused":
+        state.get_manager().resume(run_id)
+    else:
+        state.get_manager().pause(run_id)
+
+
+def _wait_for_trainer(run_id: str, timeout: float = 3.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        run = state.live_run(run_id)
+        if run is None or run.trainer is not None or not run.active:
+            return run is not None and run.trainer is not None
+        time.sleep(0.05)
+    return False
+
+
+def on_step(spec: Spec | None, run_id: str | None) -> None:
+    """Train ``n`` steps, then pause. With no live run, start one paused at step 0 first."""
+    n = int(st.session_state.get(STEP_N_KEY, 1))
+    run = state.live_run(run_id)
+    if run is None or not run.active:
+        run_id = _start(spec, paused=True)
+        if run_id is None:
+            return
+    if not _wait_for_trainer(run_id):
+        flash("info", "The run is still queued behind others; Step applies once it starts.")
+        return
+    state.get_manager().step(run_id, n)
+
+
+def on_stop(run_id: str) -> None:
+    if state.live_run(run_id) is not None:
+        state.get_manager().stop(run_id)
+
+
+def on_reset(spec: Spec | None, run_id: str | None) -> None:
+    """Stop the current run and start over at step 0 with the sidebar's settings, paused."""
+    if run_id and state.live_run(run_id) is not None and state.live_run(run_id).active:
+        state.get_manager().stop(run_id)
+    _start(spec, paused=True)
+
+
+def on_pick() -> None:
+    picked = st.session_state.get(RUN_PICK_KEY)
+    if picked:
+        state.remember(picked)
+
+
+def runs_table(run_ids: list[str]) -> list[dict[str, object]]:
+    """Rows describing runs (for the table under the run picker)."""
+    mine = set(state.my_run_ids())
+    rows = []
+    for rid in run_ids:
+        run = state.live_run(rid)
+        if run is None:
+            rows.append({"run": rid, "status": "not live", "step": None, "of": None, "tab": "this" if rid in mine else "other"})
+            continue
+        v = run.state.view()
+        rows.append({"run": rid, "status": v.status, "step": v.step, "of": v.total_steps,
+                     "tab": "this" if rid in mine else "other"})
+    return rows
+
+
+def draw_controls(spec: Spec | None, run_id: str | None) -> None:
+    """The buttons row and the run picker."""
+    run = state.live_run(run_id)
+    status = run.status if run is not None else None
+    active = run is not None and run.active
+    c = st.columns([1, 1, 1.3, 1, 1, 3.2], vertical_alignment="bottom")
+    c[0].button("Start", type="primary", key="genex.start", on_click=on_start, args=(spec,), disabled=spec is None,
+                help="Start a new run with the sidebar's settings (a run already going keeps going).", width="stretch")
+    c[1].button("Resume" if status == "paused" else "Pause", key="genex.pause", on_click=on_pause_resume,
+                args=(run_id,), disabled=not active, width="stretch",
+                help="Pause the run (it stays in memory) or let it continue.")
+    with c[2]:
+        sub = st.columns([1, 1.2], vertical_alignment="bottom")
+        sub[0].button("Step", key="genex.step", on_click=on_step, args=(spec, run_id), width="stretch",
+                      help="Train the given number of steps, then pause. With no run, start one paused at step 0.")
+        sub[1].number_input("steps", min_value=1, max_value=100_000, value=10, step=1, key=STEP_N_KEY,
+                            label_visibility="collapsed", help="Steps per press of Step.")
+    c[3].button("Stop", key="genex.stop", on_click=on_stop, args=(run_id,), disabled=not active, width="stretch",
+                help="Stop the run for good (its folder, checkpoint and samples stay on disk).")
+    c[4].button("Reset", key="genex.reset", on_click=on_reset, args=(spec, run_id), disabled=spec is None, width="stretch",
+                help="Stop this run and start over at step 0 with the sidebar's settings, paused.")
+    manager = state.get_manager()
+    options = list(dict.fromkeys([*(r for r in reversed(state.my_run_ids())),
+                                  *(r.id for r in manager.runs() if r.active)]))
+    if run_id and run_id not in options:
+        options.insert(0, run_id)
+    if options:
+        st.session_state[RUN_PICK_KEY] = run_id if run_id in options else None
+        c[5].selectbox("Run", options, key=RUN_PICK_KEY, on_change=on_pick,
+                       placeholder="attach a live run of this server",
+                       help="The runs of this tab first, then every live run of this server: pick one to watch and steer it.")
+        with st.expander(f"Runs: {len(options)} (this tab's, and every live run of this server)"):
+            st.dataframe(runs_table(options), hide_index=True, width="stretch")

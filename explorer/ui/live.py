@@ -1,0 +1,132 @@
+"""The live part of the Train page: progress, the view fitted to the data, the curves, the formulas.
+
+Drawn from a :class:`~explorer.training.RunView` (a copy taken under the run's lock), so the
+trainer never waits for the page. The page polls it with ``st.fragment(run_every=...)`` while the
+run is active; the trainer keeps its own pace.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import streamlit as st
+
+from explorer.runs import ACTIVE, RunStore
+from explorer.snapshots import Snapshot, snapshot_from_arrays
+from explorer.training import RunView
+from explorer.ui import charts, explain, views
+
+STATUS_ICONS = {"queued": ":material/schedule:", "running": ":material/play_arrow:", "paused": ":material/pause:",
+                "finished": ":material/check_circle:", "stopped": ":material/stop_circle:", "failed": ":material/error:",
+                "interrupted": ":material/warning:"}
+
+
+def split_history(history: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Loss records (logged every log_every steps) and metric records (every metric_every steps)."""
+    losses = [r for r in history if "g_loss" in r]
+    metrics = [r for r in history if "g_loss" not in r]
+    return losses, metrics
+
+
+def draw_progress(view: RunView, name: str) -> None:
+    total = max(view.total_steps, 1)
+    icon = STATUS_ICONS.get(view.status, "")
+    text = f"{icon} **{name}** · {view.status} · step {view.step:,} / {view.total_steps:,}"
+    if view.status in ("running", "paused") or view.steps_per_s:
+        text += f" · {view.steps_per_s:,.0f} steps/s"
+    if view.device:
+        text += f" · {view.device}"
+    st.progress(min(view.step / total, 1.0), text=text)
+    if view.status == "failed":
+        st.error(f"The run failed: {view.error or 'no message'}", icon=":material/error:")
+    elif view.error:
+        st.warning(view.error)
+
+
+def view_options(kind: str, key: str) -> views.ViewOptions:
+    """Toggles for what the view draws (inside the fragment, so toggling redraws only the live part)."""
+    opts = views.ViewOptions()
+    if kind == "2d":
+        c = st.columns(3)
+        opts.heatmap = c[0].toggle("heatmap", value=True, key=f"{key}.heatmap", help="The critic behind the points.")
+        opts.manifold = c[1].toggle("manifold", value=True, key=f"{key}.manifold", help="G applied to a grid over the latent square.")
+        opts.arrows = c[2].toggle("gradient arrows", value=False, key=f"{key}.arrows", help="Where the generator loss pushes each generated point.")
+    elif kind == "1d":
+        c = st.columns(3)
+        opts.critic = c[0].toggle("D(x)", value=True, key=f"{key}.critic")
+        opts.d_star = c[1].toggle("D*(x)", value=True, key=f"{key}.dstar", help="The optimal discriminator for the current generator.")
+        opts.mapping = c[2].toggle("z → x mapping", value=True, key=f"{key}.mapping")
+    return opts
+
+
+def draw_view(snap: Snapshot | None, critic_title: str, key: str) -> None:
+    if snap is None:
+        st.info("Waiting for the first snapshot…")
+        return
+    opts = view_options(snap.kind, key)
+    views.draw_snapshot(snap, opts=opts, critic_title=critic_title)
+
+
+def draw_curves(history: list[dict[str, Any]], run_name: str, key: str) -> None:
+    losses, metrics = split_history(history)
+    if not losses and not metrics:
+        st.caption("The loss curves appear after the first logged steps.")
+        return
+    loss_df = charts.history_frame(losses, run=run_name)
+    names = charts.loss_series(loss_df)
+    c = st.columns([3, 1.2], vertical_alignment="bottom")
+    default = [n for n in ("d_loss", "g_loss", "mmd2") if n in names] or names[:2]
+    chosen = c[0].multiselect("Losses over steps", names, default=default, key=f"{key}.series",
+                              help="Losses and what the objective logs beside them (d_real, d_fake: mean D on real and "
+                                   "generated data; value: the estimate of V(D, G)).")
+    log_scale = c[1].toggle("log scale", key=f"{key}.log", help="Symmetric log when a series goes negative.")
+    if chosen:
+        st.altair_chart(charts.curves_chart(loss_df, chosen, log_scale=log_scale), width="stretch")
+    if metrics:
+        met_df = charts.history_frame(metrics, run=run_name)
+        st.markdown("**Metrics** (on a fixed sample, every `metric_every` steps)")
+        st.altair_chart(charts.series_grid(met_df), width="content")
+
+
+def draw_explanations(kind: str, objective: str, formula: str, has_critic: bool, title: str = "What am I looking at?") -> None:
+    with st.expander(title, expanded=True):
+        for item in explain.for_view(kind, objective, formula, has_critic):
+            st.markdown(item.text)
+            if item.formula:
+                st.latex(item.formula)
+
+
+def draw_live(view: RunView, name: str, has_critic: bool, key: str) -> None:
+    """Everything that changes while a run trains (the explanations stay outside, drawn once)."""
+    draw_progress(view, name)
+    left, right = st.columns([1.1, 1], gap="large")
+    critic_title = "D(x)" if has_critic else "witness"
+    with left, st.container(key=f"{key}_view"):
+        draw_view(view.snapshot, critic_title, key)
+    with right, st.container(key=f"{key}_curves"):
+        draw_curves(view.history, name, key)
+
+
+def is_active(status: str) -> bool:
+    return status in ACTIVE
+
+
+def _kind_of(fake: Any) -> str:
+    if fake.ndim == 4:
+        return "image"
+    if fake.ndim == 2 and fake.shape[1] in (1, 2):
+        return f"{fake.shape[1]}d"
+    return "vector"
+
+
+def view_from_disk(store: RunStore) -> tuple[RunView, str]:
+    """A RunView of a run that is not live here, from its folder: status, metrics, last snapshot."""
+    summary = store.summary()
+    snap = None
+    steps = store.snapshot_steps()
+    if steps:
+        arrays = store.load_snapshot_arrays(steps[-1])
+        if arrays is not None:
+            snap = snapshot_from_arrays(arrays, _kind_of(arrays["fake"]))
+    view = RunView(summary.status, summary.step, summary.total_steps, 0.0, "", store.read_metrics(), snap, summary.error, 0.0)
+    return view, summary.name

@@ -1,0 +1,213 @@
+"""The Train page's sidebar: compose a pipeline from whatever plugins are installed.
+
+Preset -> data sampler, latent prior, objective, generator, discriminator (hidden when the objective
+needs none), optimisers, training settings. Every parameter widget comes from a declaration
+(:mod:`explorer.ui.widgets`), so a third-party component appears here with no UI code. The result
+is a raw spec dict, resolved by :func:`explorer.spec.resolve`, whose errors name the field.
+
+Choosing a preset (or "Restore preset") starts a new widget generation: every widget is drawn
+afresh with the preset's values. Changing a widget only changes the *next* run; a run already
+training keeps going.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import streamlit as st
+
+from explorer.errors import ExplorerError
+from explorer.registry import Registry
+from explorer.spec import OPTIMIZER, SETTINGS, SLOTS, Spec, parse_text, resolve
+from explorer.ui.presets import DEFAULT_PRESET, Preset, blank_preset, load_presets
+from explorer.ui.widgets import param_widget, params_widgets
+
+GEN_KEY = "genex.widget_generation"
+PRESET_KEY = "genex.preset"
+UPLOADED_KEY = "genex.uploaded_presets"
+SLOT_ORDER = ("data", "latent", "objective", "generator", "discriminator")
+SLOT_TITLES = {
+    "data": ("Data", "the distribution to learn: p_data"),
+    "latent": ("Latent prior", "the noise z ~ p_z the generator transforms"),
+    "objective": ("Objective", "what the networks optimise"),
+    "generator": ("Generator", "the transform x = G(z)"),
+    "discriminator": ("Discriminator", "D(x): the probability that x is real"),
+}
+TRAINING = ("steps", "batch_size", "k_d", "seed", "device")
+ADVANCED = ("name", "precision", "log_every", "snapshot_every", "checkpoint_every", "metric_every", "snapshot_size")
+
+
+@dataclass
+class Composition:
+    """What the sidebar composed: the raw spec, its resolved form (None when invalid) and why not."""
+
+    raw: dict[str, Any]
+    spec: Spec | None
+    error: str | None
+    preset: Preset
+
+
+def _bump() -> None:
+    st.session_state[GEN_KEY] = st.session_state.get(GEN_KEY, 0) + 1
+
+
+def all_presets(reg: Registry) -> list[Preset]:
+    presets = load_presets(reg) + list(st.session_state.get(UPLOADED_KEY, {}).values())
+    return presets or [blank_preset(reg)]
+
+
+UPLOAD_KEY = "genex.spec_upload"
+
+
+def _take_upload(reg: Registry) -> str | None:
+    """Turn an uploaded spec file into a preset of this tab (before the preset menu is drawn, so it can
+    select it); returns an error message for a file that does not parse."""
+    file = st.session_state.get(UPLOAD_KEY)
+    if file is None:
+        return None
+    uploaded = st.session_state.setdefault(UPLOADED_KEY, {})
+    pid = f"uploaded:{file.name}"
+    if pid in uploaded:
+        return
+    try:
+        raw = parse_text(file.getvalue().decode("utf-8", "replace"), "json" if file.name.endswith(".json") else "toml", file.name)
+        resolved = resolve(raw, reg).to_dict()
+    except ExplorerError as exc:
+        return f"{file.name}: {exc}"
+    uploaded[pid] = Preset(pid, f"{raw.get('name') or file.name} (uploaded)", raw, notes=str(raw.get("notes") or ""), resolved=resolved)
+    st.session_state[PRESET_KEY] = pid
+    _bump()
+    return None
+
+
+LINK_TOKEN_KEY = "genex.link_token"
+
+
+def _take_link(reg: Registry) -> str | None:
+    """A pipeline carried in the URL (``?spec=``, explorer.ui.urlspec) becomes this tab's preset
+    "from the link" once; returns a message when the link cannot be used."""
+    try:
+        from explorer.ui import urlspec
+    except ImportError:  # pragma: no cover - the module ships with the app
+        return None
+    token = st.query_params.get(urlspec.QUERY_KEY)
+    if not token or st.session_state.get(LINK_TOKEN_KEY) == token:
+        return None
+    st.session_state[LINK_TOKEN_KEY] = token
+    try:
+        raw = urlspec.spec_from_query(st.query_params) or {}
+        resolved = resolve(raw, reg).to_dict()
+    except ExplorerError as exc:
+        return f"The link's pipeline cannot be used: {exc}"
+    uploaded = st.session_state.setdefault(UPLOADED_KEY, {})
+    uploaded["link"] = Preset("link", f"{raw.get('name') or 'pipeline'} (from the link)", raw,
+                              notes=str(raw.get("notes") or ""), resolved=resolved)
+    st.session_state[PRESET_KEY] = "link"
+    _bump()
+    return None
+
+
+def share_query(spec: Spec, reg: Registry) -> str | None:
+    """``spec=...``: the query string that reproduces this pipeline (None without explorer.ui.urlspec)."""
+    try:
+        from urllib.parse import urlencode
+
+        from explorer.ui import urlspec
+    except ImportError:  # pragma: no cover
+        return None
+    return urlencode(urlspec.spec_to_query(spec.to_dict(), reg))
+
+
+def compose(reg: Registry) -> Composition:
+    """Draw the pipeline sidebar and return what it composes."""
+    sb = st.sidebar
+    sb.header("Pipeline")
+    upload_error = _take_upload(reg) or _take_link(reg)
+    presets = all_presets(reg)
+    by_id = {p.id: p for p in presets}
+    if st.session_state.get(PRESET_KEY) not in by_id:
+        st.session_state[PRESET_KEY] = DEFAULT_PRESET if DEFAULT_PRESET in by_id else presets[0].id
+    pid = sb.selectbox(
+        "Preset", list(by_id), key=PRESET_KEY, format_func=lambda i: by_id[i].title + ("  (unavailable)" if by_id[i].error else ""),
+        on_change=_bump, help="Known-good pipelines. Choosing one resets every setting below to it.",
+    )
+    preset = by_id[pid]
+    if preset.error:
+        sb.warning(f"This preset cannot be used here: {preset.error}")
+    sb.button("Restore preset", on_click=_bump, key="genex.restore", help="Put every setting back to the preset's values.")
+    base = preset.resolved or blank_preset(reg).resolved
+    k = f"g{st.session_state.get(GEN_KEY, 0)}"
+    raw: dict[str, Any] = {}
+    if base.get("notes"):
+        raw["notes"] = base["notes"]
+
+    needs_d = True
+    defaults = {s[0]: (s[1], s[2]) for s in SLOTS}
+    for slot in SLOT_ORDER:
+        kind, default_name = defaults[slot]
+        if slot == "discriminator" and not needs_d:
+            continue
+        title, what = SLOT_TITLES[slot]
+        sb.subheader(title, help=what)
+        names = reg.names(kind)
+        if not names:
+            sb.error(f"No {kind} is installed: see the Plugins page.")
+            continue
+        base_comp = base.get(slot) or {}
+        base_name = base_comp.get("name", default_name) if isinstance(base_comp, dict) else str(base_comp)
+        index = names.index(base_name) if base_name in names else (names.index(default_name) if default_name in names else 0)
+        name = sb.selectbox(title, names, index=index, key=f"{k}.{slot}", label_visibility="collapsed", persist_state="session")
+        info = reg.get(kind, name)
+        if info.cls.summary:
+            sb.caption(info.cls.summary)
+        values = {kk: v for kk, v in base_comp.items() if kk != "name"} if isinstance(base_comp, dict) and name == base_name else {}
+        params: dict[str, Any] = {}
+        if info.cls.params:
+            with sb.expander(f"{name} parameters"):
+                params = params_widgets(info.cls.params, f"{k}.{slot}.{name}", values)
+        raw[slot] = {"name": name, **params}
+        if slot == "objective":
+            needs_d = bool(getattr(info.cls, "needs_discriminator", True))
+
+    settings = {p.name: p for p in SETTINGS}
+    base_optim = base.get("optim") or {}
+    with sb.expander("Optimisers"):
+        raw["optim"] = {}
+        for role in ("generator", "discriminator") if needs_d else ("generator",):
+            st.markdown(f"**{role}**")
+            raw["optim"][role] = params_widgets(OPTIMIZER, f"{k}.optim.{role}", base_optim.get(role) or base_optim.get("generator"))
+    sb.subheader("Training")
+    for name in TRAINING:
+        if name == "k_d" and not needs_d:
+            continue
+        raw[name] = param_widget(settings[name], f"{k}.settings.{name}", base.get(name), sb)
+    with sb.expander("Advanced"):
+        for name in ADVANCED:
+            raw[name] = param_widget(settings[name], f"{k}.settings.{name}", base.get(name))
+        metric_names = reg.names("metric")
+        chosen_base = [m["name"] if isinstance(m, dict) else m for m in base.get("metrics", [])]
+        chosen = st.multiselect("metrics", metric_names, default=[m for m in chosen_base if m in metric_names],
+                                key=f"{k}.metrics", persist_state="session",
+                                help="Computed every metric_every steps on a fixed sample, off the hot path; those that do not apply to the data are skipped.")
+        raw["metrics"] = "auto" if set(chosen) == set(metric_names) else (chosen or "none")
+    sb.file_uploader("Load a spec file (TOML or JSON)", type=["toml", "json"], key=UPLOAD_KEY,
+                     help="It joins the presets menu of this tab.")
+    if upload_error:
+        sb.error(upload_error)
+
+    try:
+        spec = resolve(raw, reg)
+        error = None
+    except ExplorerError as exc:
+        spec, error = None, str(exc)
+        sb.error(error)
+    if spec is not None:
+        with sb.expander("Spec (TOML)"):
+            text = spec.to_toml()
+            st.code(text, language="toml")
+            st.download_button("Download spec", text, file_name=f"{spec.short_name()}.toml", mime="text/plain", key="genex.dl_spec")
+            query = share_query(spec, reg)
+            if query:
+                st.markdown(f"[Link to this pipeline](./?{query}) — opens it in the Train page of any tab.")
+    return Composition(raw, spec, error, preset)

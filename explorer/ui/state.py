@@ -1,0 +1,110 @@
+"""What the pages share: the server-wide RunManager, this tab's identity and its runs.
+
+The RunManager is one object for the whole Streamlit server (``st.cache_resource``): it owns every
+run, so a closed or reloaded tab never leaves a training without an owner that can stop it
+(streamlit#8182, #6166). A tab remembers the run it shows in the URL (``?run=<id>``), so a reload
+re-attaches to it; any live run of the server can be re-attached from the Train page.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import uuid
+
+import streamlit as st
+import torch
+
+from explorer.errors import ExplorerError
+from explorer.manager import ManagedRun, RunManager
+from explorer.registry import Registry, get_registry
+from explorer.training import TrainerConfig
+
+OWNER_KEY = "genex.owner"
+RUNS_KEY = "genex.my_runs"
+CURRENT_KEY = "genex.current_run"
+QUERY_RUN = "run"
+POLL_S = 1.0  # the Train page redraws a live run about this often; the trainer snapshots no faster
+
+
+def configure_threads(max_concurrent: int) -> int:
+    """Give each concurrently training run its share of the CPU cores.
+
+    Runs train in threads of one process and share torch's intra-op thread pool; with the default
+    (one thread per core) several runs, or a busy machine, oversubscribe the cores and small networks
+    slow down by an order of magnitude. ``GENEX_TORCH_THREADS`` overrides the share.
+    """
+    env = os.environ.get("GENEX_TORCH_THREADS", "")
+    threads = int(env) if env.isdigit() and int(env) > 0 else max(1, (os.cpu_count() or 1) // max(1, max_concurrent))
+    torch.set_num_threads(threads)
+    return threads
+
+
+@st.cache_resource(show_spinner=False)
+def get_manager() -> RunManager:
+    """The RunManager shared by every session of this server. Runs go to ``$GENEX_RUNS_DIR`` or ./runs
+    (read when each run starts, so tests can point it at a temporary folder)."""
+    manager = RunManager(config=TrainerConfig(snapshot_hz=1.0 / POLL_S))
+    configure_threads(manager.max_concurrent)
+    # When the server stops, stop its runs cleanly (status "stopped", checkpoint kept) rather than
+    # killing their threads mid-step; they can be resumed from the Runs page.
+    atexit.register(manager.stop_all, None, 10.0)
+    return manager
+
+
+def registry() -> Registry:
+    """The process-wide plugin registry (tests swap it with ``explorer.registry.set_registry``)."""
+    return get_registry()
+
+
+def owner() -> str:
+    """A stable id for this browser session (fair queueing across tabs)."""
+    if OWNER_KEY not in st.session_state:
+        st.session_state[OWNER_KEY] = f"tab-{uuid.uuid4().hex[:8]}"
+    return st.session_state[OWNER_KEY]
+
+
+def my_run_ids() -> list[str]:
+    """The runs started from this tab, oldest first."""
+    return list(st.session_state.get(RUNS_KEY, []))
+
+
+def remember(run_id: str) -> None:
+    """Make ``run_id`` this tab's current run (in the session and in the URL)."""
+    runs = st.session_state.setdefault(RUNS_KEY, [])
+    if run_id not in runs:
+        runs.append(run_id)
+    st.session_state[CURRENT_KEY] = run_id
+    st.query_params[QUERY_RUN] = run_id
+
+
+def forget_current() -> None:
+    st.session_state.pop(CURRENT_KEY, None)
+    if QUERY_RUN in st.query_params:
+        del st.query_params[QUERY_RUN]
+
+
+def current_run_id() -> str | None:
+    """The run this tab shows: the URL's ``?run=`` (survives a reload), else the session's."""
+    from_url = st.query_params.get(QUERY_RUN)
+    if from_url:
+        if st.session_state.get(CURRENT_KEY) != from_url:
+            runs = st.session_state.setdefault(RUNS_KEY, [])
+            if from_url not in runs:
+                runs.append(from_url)
+            st.session_state[CURRENT_KEY] = from_url
+        return from_url
+    current = st.session_state.get(CURRENT_KEY)
+    if current:
+        st.query_params[QUERY_RUN] = current
+    return current
+
+
+def live_run(run_id: str | None) -> ManagedRun | None:
+    """The managed run with this id, or None when this server is not (or no longer) holding it."""
+    if not run_id:
+        return None
+    try:
+        return get_manager().get(run_id)
+    except ExplorerError:
+        return None

@@ -1,0 +1,330 @@
+"""The Streamlit explorer, driven headless with streamlit.testing.v1.AppTest.
+
+Runs train in the server-wide RunManager's threads (as in the real app): a test starts one from
+the UI, then calls ``at.run()`` while the run advances. Runs are small and go to a temporary
+folder; every run is stopped after each test.
+"""
+
+from __future__ import annotations
+
+import time
+import types
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+import torch
+from streamlit.testing.v1 import AppTest
+
+from explorer import Objective, Param, Sampler, hookimpl
+from explorer.registry import Registry, set_registry
+
+APP = str(Path(__file__).resolve().parent.parent / "explorer" / "app.py")
+TIMEOUT = 90
+
+
+# -- fixtures and helpers ----------------------------------------------------------------------------
+@pytest.fixture
+def app_runs_dir(tmp_path, monkeypatch):
+    """Runs go to a temporary folder; every run still going is stopped after the test."""
+    monkeypatch.setenv("GENEX_RUNS_DIR", str(tmp_path / "runs"))
+    yield tmp_path / "runs"
+    from explorer.ui.state import get_manager
+
+    get_manager().stop_all(wait=20)
+
+
+@pytest.fixture
+def app_registry():
+    """Swap the process-wide registry for one the test extends; the installed one comes back after."""
+    reg = Registry().load_installed()
+    set_registry(reg)
+    yield reg
+    set_registry(None)
+
+
+def new_app() -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def by_label(widgets: Any, label: str) -> Any:
+    found = [w for w in widgets if w.label == label]
+    assert found, f"no widget labelled {label!r}; have {[w.label for w in widgets]}"
+    return found[0]
+
+
+def set_sidebar(at: AppTest, kind: str, label: str, value: Any) -> None:
+    by_label(getattr(at.sidebar, kind), label).set_value(value)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+
+
+def pick(at: AppTest, slot_title: str, name: str) -> None:
+    """Choose a component in a sidebar slot (the slot's selectbox is labelled with its title)."""
+    set_sidebar(at, "selectbox", slot_title, name)
+
+
+def small_run_settings(at: AppTest, steps: int = 400, batch: int = 64) -> None:
+    set_sidebar(at, "number_input", "steps", steps)
+    set_sidebar(at, "number_input", "batch size", batch)
+
+
+def progress_text(at: AppTest) -> str:
+    bars = at.get("progress")
+    return bars[0].proto.text if bars else ""
+
+
+def step_of(at: AppTest) -> int:
+    text = progress_text(at)
+    if "step " not in text:
+        return -1
+    return int(text.split("step ")[1].split(" /")[0].replace(",", ""))
+
+
+def poll(at: AppTest, until: Callable[[AppTest], bool], timeout: float = 120.0, every: float = 0.5) -> AppTest:
+    deadline = time.monotonic() + timeout
+    while True:
+        at.run()
+        assert not at.exception, [e.value for e in at.exception]
+        if until(at):
+            return at
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out; progress: {progress_text(at)!r}; errors: {[e.value for e in at.error]}")
+        time.sleep(every)
+
+
+def charts(at: AppTest) -> list:
+    return list(at.get("vega_lite_chart"))
+
+
+def start(at: AppTest) -> str:
+    at.button(key="genex.start").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    run_id = at.query_params.get("run")
+    assert run_id, "Start should put the run id in the URL"
+    return run_id
+
+
+def manager():
+    from explorer.ui.state import get_manager
+
+    return get_manager()
+
+
+# -- Train page: the sidebar ---------------------------------------------------------------------------
+def test_train_sidebar_lists_builtin_components_and_opens_on_the_default_preset(app_runs_dir):
+    at = new_app()
+    assert by_label(at.sidebar.selectbox, "Preset").value == "ring8-nonsaturating"
+    data = by_label(at.sidebar.selectbox, "Data")
+    assert data.value == "ring8"
+    assert {"ring8", "grid25", "mixture-1d", "digits", "gaussian", "uniform"} <= set(data.options)
+    assert {"minimax", "nonsaturating", "mmd"} <= set(by_label(at.sidebar.selectbox, "Objective").options)
+    assert {"mlp", "dcgan"} <= set(by_label(at.sidebar.selectbox, "Generator").options)
+    assert by_label(at.sidebar.selectbox, "Discriminator").value == "mlp"
+    # the optimiser's learning rate is a log slider generated from its declaration
+    assert any(w.label == "learning rate" for w in at.sidebar.select_slider)
+    assert at.button(key="genex.start").disabled is False
+
+
+def test_sidebar_hides_the_discriminator_when_the_objective_needs_none(app_runs_dir):
+    at = new_app()
+    pick(at, "Objective", "mmd")
+    assert "Discriminator" not in [s.label for s in at.sidebar.selectbox]
+    assert not any(w.label.startswith("k_D") for w in [*at.sidebar.number_input, *at.sidebar.slider])
+    pick(at, "Objective", "minimax")
+    assert "Discriminator" in [s.label for s in at.sidebar.selectbox]
+
+
+def test_a_bad_parameter_is_reported_by_field_and_start_is_disabled(app_runs_dir):
+    at = new_app()
+    pick(at, "Data", "mixture-1d")
+    by_label(at.sidebar.text_input, "stds").set_value("0.5, oops")
+    at.run()
+    assert any("data.stds" in e.value for e in at.sidebar.error), [e.value for e in at.sidebar.error]
+    assert at.button(key="genex.start").disabled is True
+
+
+# -- Train page: runs --------------------------------------------------------------------------------
+def test_a_run_started_from_the_ui_progresses_and_draws_the_2d_view(app_runs_dir):
+    at = new_app()
+    small_run_settings(at, steps=3000, batch=64)
+    run_id = start(at)
+    poll(at, lambda a: step_of(a) > 0)
+    first = step_of(at)
+    poll(at, lambda a: step_of(a) > first)  # it keeps going between reruns: nobody trains in the script
+    assert "ring8-nonsaturating" in progress_text(at)
+    assert any(t.label == "gradient arrows" for t in at.toggle)  # the 2-D view's options
+    assert len(charts(at)) >= 2  # the view and the loss curves
+    assert (app_runs_dir / run_id / "spec.json").exists()
+    # changing a widget never kills the run
+    set_sidebar(at, "number_input", "seed", 7)
+    assert manager().get(run_id).active
+    at.button(key="genex.stop").click().run()
+    poll(at, lambda a: "stopped" in progress_text(a), timeout=30)
+    assert manager().get(run_id).status == "stopped"
+
+
+def test_a_reloaded_tab_finds_its_run_again_from_the_url(app_runs_dir):
+    at = new_app()
+    small_run_settings(at, steps=3000, batch=64)
+    run_id = start(at)
+    reloaded = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    reloaded.query_params["run"] = run_id
+    poll(reloaded, lambda a: step_of(a) >= 0)
+    assert "ring8-nonsaturating" in progress_text(reloaded)
+    assert reloaded.selectbox(key="genex.run_pick").value == run_id
+    assert reloaded.button(key="genex.stop").disabled is False  # it can steer it
+    reloaded.button(key="genex.stop").click().run()
+    poll(at, lambda a: "stopped" in progress_text(a), timeout=30)
+
+
+def test_reset_stops_the_run_and_starts_over_paused_at_step_zero(app_runs_dir):
+    at = new_app()
+    small_run_settings(at, steps=3000, batch=64)
+    first = start(at)
+    poll(at, lambda a: step_of(a) > 0)
+    at.button(key="genex.reset").click().run()
+    second = at.query_params.get("run")
+    assert second and second != first
+    poll(at, lambda a: "paused" in progress_text(a), timeout=30)
+    assert step_of(at) == 0
+    deadline = time.monotonic() + 20
+    while manager().get(first).status != "stopped" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert manager().get(first).status == "stopped"
+    at.button(key="genex.step").click().run()  # Step trains a few steps, then pauses again
+    poll(at, lambda a: step_of(a) >= 10 and "paused" in progress_text(a), timeout=30)
+
+
+def test_the_1d_view_renders_from_its_preset(app_runs_dir):
+    at = new_app()
+    set_sidebar(at, "selectbox", "Preset", "mixture1d-nonsaturating")
+    assert by_label(at.sidebar.selectbox, "Data").value == "mixture-1d"
+    small_run_settings(at, steps=200, batch=64)
+    start(at)
+    poll(at, lambda a: any(t.label == "D*(x)" for t in a.toggle))
+    assert charts(at)
+    assert any("D^*" in l.value for l in at.latex)  # the optimal discriminator's formula
+    assert any("saturating" in l.value for l in at.latex)
+
+
+def test_the_image_view_shows_samples_with_their_nearest_training_images(app_runs_dir):
+    at = new_app()
+    set_sidebar(at, "selectbox", "Preset", "digits-dcgan")
+    small_run_settings(at, steps=4, batch=16)
+    at.sidebar.number_input(key=[w.key for w in at.sidebar.number_input if w.label == "ngf"][0]).set_value(8)
+    at.sidebar.number_input(key=[w.key for w in at.sidebar.number_input if w.label == "ndf"][0]).set_value(8)
+    at.run()
+    start(at)
+    poll(at, lambda a: len(a.image) > 0)
+    assert len(at.image) == 1  # one picture per update
+    assert "nearest" in at.image[0].captions[0]
+
+
+def test_an_error_inside_a_plugin_fails_the_run_with_a_clear_message(app_runs_dir, app_registry):
+    class Explodes(Objective):
+        name = "explodes"
+        summary = "raises on its third generator step (test plugin)"
+        params = (Param("after", "int", 2, "steps before it raises", low=0, high=100),)
+
+        def __init__(self, **kw):
+            super().__init__(**kw)
+            self.calls = 0
+
+        def discriminator_loss(self, D, real, fake):
+            return torch.nn.functional.softplus(-D(real)).mean() + torch.nn.functional.softplus(D(fake)).mean()
+
+        def generator_loss(self, D, real, fake):
+            self.calls += 1
+            if self.calls > self.config["after"]:
+                raise RuntimeError("boom from the explodes objective")
+            return torch.nn.functional.softplus(-D(fake)).mean()
+
+    plugin = types.ModuleType("explodes_plugin")
+    plugin.register_objectives = hookimpl(lambda register: register(Explodes))
+    assert app_registry.add_plugin(plugin, name="explodes-plugin")
+    at = new_app()
+    pick(at, "Objective", "explodes")
+    small_run_settings(at, steps=500, batch=32)
+    start(at)
+    poll(at, lambda a: any("boom" in e.value for e in a.error))
+    message = next(e.value for e in at.error if "boom" in e.value)
+    assert "failed" in message and "explodes" in message
+    assert "failed" in progress_text(at)
+    # the app stays usable: another run starts
+    pick(at, "Objective", "nonsaturating")
+    assert at.button(key="genex.start").disabled is False
+
+
+# -- the other pages ------------------------------------------------------------------------------------
+class Broken:
+    """A plugin whose hook raises: the Plugins page must show it, and everything else must work."""
+
+    __name__ = "broken_test_plugin"
+
+    @hookimpl
+    def register_samplers(self, register):
+        raise ValueError("this test plugin is broken on purpose")
+
+
+class Extra(Sampler):
+    name = "test-extra-sampler"
+    summary = "a third-party sampler with no UI code of its own"
+    params = (
+        Param("spread", "float", 0.5, "how far", low=0.0, high=10.0),
+        Param("rate", "float", 1e-3, "a log-scaled number", low=1e-6, high=1.0, log=True),
+        Param("mode", "str", "a", "a choice", choices=("a", "b")),
+        Param("flag", "bool", False, "a switch"),
+        Param("count", "int", 3, "a small range", low=1, high=8),
+        Param("centres", "floats", [0.0, 1.0], "a list"),
+    )
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.shape = (2,)
+
+    def sample(self, n, generator, device):
+        return self.config["spread"] * torch.randn(n, 2, generator=generator, device=device)
+
+
+def test_plugins_page_shows_a_broken_plugin_and_everything_else(app_runs_dir, app_registry):
+    app_registry.add_plugin(Broken(), name="broken-test-plugin")
+    extra = types.ModuleType("extra_plugin")
+    extra.register_samplers = hookimpl(lambda register: register(Extra))
+    app_registry.add_plugin(extra, name="extra-test-plugin")
+    at = new_app()
+    at.switch_page("ui/plugins_page.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    errors = [e.value for e in at.error]
+    assert any("broken-test-plugin" in e and "broken on purpose" in e for e in errors), errors
+    labels = [x.label for x in at.expander]
+    assert any("Traceback of broken-test-plugin" in x for x in labels)
+    assert any("ring8" in x for x in labels) and any("test-extra-sampler" in x for x in labels)
+    # the third-party sampler gets widgets from its declarations alone
+    at.switch_page("ui/train_page.py").run()
+    pick(at, "Data", "test-extra-sampler")
+    assert by_label(at.sidebar.number_input, "spread").value == 0.5
+    assert by_label(at.sidebar.select_slider, "rate").value == pytest.approx(1e-3)
+    assert by_label(at.sidebar.selectbox, "mode").value == "a"
+    assert by_label(at.sidebar.checkbox, "flag").value is False
+    assert by_label(at.sidebar.slider, "count").value == 3
+    assert by_label(at.sidebar.text_input, "centres").value == "0, 1"
+
+
+def test_sampling_page_shows_the_three_methods(app_runs_dir):
+    at = new_app()
+    at.switch_page("ui/sampling_page.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    metrics = {m.label: m.value for m in at.metric}
+    assert {"KS statistic D", "p-value", "acceptance rate", "1/M", "effective sample size"} <= set(metrics)
+    assert float(metrics["p-value"]) > 1e-3  # 10,000 exact inverse-transform samples pass their own KS test
+    assert len(charts(at)) >= 6
+    # a target with shape parameters of its own
+    by_label(at.selectbox, "target distribution (scipy.stats)").set_value("beta").run()
+    assert not at.exception and not at.error
+    assert "shape b" in [w.label for w in at.number_input]
