@@ -68,7 +68,8 @@ def _own_rng(check: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(check)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        with torch.random.fork_rng(devices=[]):
+        gpus = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+        with torch.random.fork_rng(devices=gpus):
             return check(*args, **kwargs)
 
     return wrapper

@@ -23,9 +23,9 @@ def check_sampler(cls: type[Sampler], device: str | torch.device = "cpu", params
     s = _build(cls, params, fail)
     fail.check(isinstance(s.shape, tuple) and s.shape and all(isinstance(d, int) and d > 0 for d in s.shape),
                f"shape is {s.shape!r}", "set self.shape to a tuple of positive ints in __init__, e.g. (2,)")
-    rng_before = torch.random.get_rng_state()
+    rng_before = _global_rng(device)
     x = s.sample(N, _gen(0, device), device)
-    fail.check(torch.equal(rng_before, torch.random.get_rng_state()), "sample() drew from torch's global random stream",
+    fail.check(all(torch.equal(a, b) for a, b in zip(rng_before, _global_rng(device))), "sample() drew from torch's global random stream",
                "pass generator=generator to every torch.rand/randn/randint/multinomial call")
     fail.check(isinstance(x, Tensor), f"sample() returned {type(x).__name__}, not a Tensor")
     fail.check(tuple(x.shape) == (N, *s.shape), f"sample({N}) has shape {tuple(x.shape)}, expected {(N, *s.shape)}")
@@ -105,3 +105,11 @@ def _check_cdf(s: Sampler, x: Tensor, fail: _Fail) -> None:
                    "icdf must be finite and non-decreasing on (0, 1)")
         back = s.cdf(q.reshape(-1, 1)).reshape(-1)
         fail.check(torch.allclose(back, u.reshape(-1), atol=5e-3), "cdf(icdf(u)) != u", "icdf must invert cdf")
+
+
+def _global_rng(device: torch.device) -> list[Tensor]:
+    """torch's global random states a sampler must leave alone: the CPU's, and the GPU's when sampling there."""
+    states = [torch.random.get_rng_state()]
+    if device.type == "cuda":
+        states.append(torch.cuda.get_rng_state(device))
+    return states
