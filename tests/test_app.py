@@ -158,7 +158,7 @@ def test_a_run_started_from_the_ui_progresses_and_draws_the_2d_view(app_runs_dir
     poll(at, lambda a: step_of(a) > first)  # it keeps going between reruns: nobody trains in the script
     assert "ring8-nonsaturating" in progress_text(at)
     assert any(t.label == "gradient arrows" for t in at.toggle)  # the 2-D view's options
-    assert len(charts(at)) >= 2  # the view and the loss curves
+    poll(at, lambda a: len(charts(a)) >= 2)  # the view, and the loss curves once the first losses are logged
     assert (app_runs_dir / run_id / "spec.json").exists()
     # changing a widget never kills the run
     set_sidebar(at, "number_input", "seed", 7)
@@ -328,3 +328,80 @@ def test_sampling_page_shows_the_three_methods(app_runs_dir):
     by_label(at.selectbox, "target distribution (scipy.stats)").set_value("beta").run()
     assert not at.exception and not at.error
     assert "shape b" in [w.label for w in at.number_input]
+
+
+def test_a_link_carries_a_pipeline_into_the_train_page(app_runs_dir):
+    from explorer.spec import parse_spec
+    from explorer.ui import urlspec
+
+    spec = parse_spec({"data": "grid25", "objective": "mmd", "steps": 123})
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    for key, value in urlspec.spec_to_query(spec.to_dict()).items():
+        at.query_params[key] = value
+    at.run()
+    assert not at.exception and not at.sidebar.error, [e.value for e in at.sidebar.error]
+    assert "from the link" in by_label(at.sidebar.selectbox, "Preset").format_func(by_label(at.sidebar.selectbox, "Preset").value)
+    assert by_label(at.sidebar.selectbox, "Data").value == "grid25"
+    assert by_label(at.sidebar.number_input, "steps").value == 123
+    assert "Discriminator" not in [s.label for s in at.sidebar.selectbox]
+
+
+# -- the drawing helpers, without a page ----------------------------------------------------------------
+def test_history_frame_is_long_form_and_bounded_on_long_runs():
+    from explorer.ui import charts
+
+    records = [{"step": i, "time": 0.0, "d_loss": 1.0 + i, "g_loss": -0.5, "steps_per_s": 9.0} for i in range(5000)]
+    records.append({"step": 5000, "time": 0.0, "modes": 8.0})
+    df = charts.history_frame(records, run="a")
+    assert list(df.columns) == ["run", "step", "series", "value"]
+    assert set(df["series"]) == {"d_loss", "g_loss", "modes"}  # time and steps/s are not curves
+    assert (df.groupby("series").size() <= charts.MAX_POINTS).all()
+    assert df[df.series == "d_loss"]["step"].max() == 4999  # the latest point is always kept
+
+
+def test_curves_chart_uses_log_scales_only_where_they_fit_and_colours_runs_apart():
+    from explorer.ui import charts
+
+    pos = charts.history_frame([{"step": i, "d_loss": 1.0 + i} for i in range(10)], run="a")
+    neg = charts.history_frame([{"step": i, "g_loss": -1.0 - i} for i in range(10)], run="a")
+    assert '"type": "log"' in charts.curves_chart(pos, log_scale=True).to_json()
+    assert '"type": "symlog"' in charts.curves_chart(neg, log_scale=True).to_json()  # negative losses keep their sign
+    both = charts.combine([pos, charts.history_frame([{"step": i, "d_loss": 2.0} for i in range(10)], run="b")])
+    spec = charts.curves_chart(both).to_dict()
+    colour = spec["layer"][0]["encoding"]["color"]["field"]
+    assert colour == "run"
+
+
+def test_views_draw_each_kind_of_snapshot():
+    import numpy as np
+
+    from explorer.snapshots import Snapshot
+    from explorer.ui import views
+
+    rng = np.random.default_rng(0)
+    x = np.linspace(-3, 3, 200)
+    one = Snapshot(0, "1d", rng.normal(size=(100, 1)), rng.normal(size=(100, 1)), {
+        "x": x, "p_data": np.exp(-x**2 / 2), "p_g": np.exp(-x**2), "d_star": np.full(200, 0.5),
+        "critic": np.full(200, 0.4), "p_data_exact": np.array(1.0), "z": np.linspace(-1, 1, 40), "g_of_z": np.linspace(-2, 2, 40)})
+    assert len(views.view_1d(one).to_dict()["vconcat"]) == 3  # densities, D and D*, the z -> x mapping
+    two = Snapshot(0, "2d", rng.normal(size=(100, 2)), rng.normal(size=(100, 2)), {
+        "grid_x": np.linspace(-4, 4, 40), "grid_y": np.linspace(-2, 2, 40), "critic": rng.random((40, 40)),
+        "manifold": rng.normal(size=(15, 15, 2)), "arrows": rng.normal(size=(100, 2))})
+    spec = views.view_2d(two, views.ViewOptions(arrows=True, height=400)).to_dict()
+    assert len(spec["layer"]) == 4  # heatmap, manifold, points, arrows
+    assert spec["width"] == 400 and spec["height"] == 200  # one unit of x1 as long as one of x2
+    imgs = Snapshot(0, "image", rng.uniform(-1, 1, (64, 1, 8, 8)), rng.uniform(-1, 1, (64, 1, 8, 8)),
+                    {"nearest": rng.uniform(-1, 1, (64, 1, 8, 8)), "nearest_dist": rng.random(64)})
+    picture, caption = views.images_with_nearest(imgs, rows=8, per_row=7)
+    assert picture.dtype == np.uint8 and picture.shape[1] >= 480 and "nearest" in caption
+
+
+def test_param_widget_helpers_parse_lists_and_span_learning_rates():
+    from explorer.ui import widgets
+
+    assert widgets.parse_list("1, 2.5; 3", "floats") == [1.0, 2.5, 3.0]
+    assert widgets.parse_list("[1, 2]", "ints") == [1, 2]
+    assert widgets.parse_list("1, x", "floats") == "1, x"  # left for the spec resolver to report by field
+    grid = widgets.log_grid(1e-8, 10.0, 3e-4)
+    assert 3e-4 in grid and 1e-3 in grid and 2e-4 in grid and grid == sorted(grid)
+    assert min(grid) >= 1e-8 and max(grid) <= 10.0

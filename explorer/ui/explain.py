@@ -66,9 +66,10 @@ def for_objective(objective: str, formula: str = "") -> Explanation:
                 "and g_loss stalls (Sec. 3). At the optimum V = −log 4 ≈ −1.386.")
         return Explanation(text, formula or VALUE_FUNCTION)
     if objective == "nonsaturating":
-        text = ("D plays the same game, but G maximises log D(G(z)) instead of minimising log(1 − D(G(z))): "
-                "the same fixed point, with strong gradients exactly when D rejects the fakes. At the "
-                "equilibrium d_loss = log 4 ≈ 1.386 and g_loss = log 2 ≈ 0.693.")
+        text = ("D learns to tell data from samples by maximising V(D, G); G, instead of minimising "
+                "log(1 − D(G(z))), which is flat while D confidently rejects its samples, maximises log D(G(z)): "
+                "the same fixed point, with strong gradients early in training (Goodfellow et al. 2014, Sec. 3). "
+                "At the equilibrium d_loss = log 4 ≈ 1.386 and g_loss = log 2 ≈ 0.693.")
         return Explanation(text, SATURATING)
     if objective == "mmd":
         text = ("Generative moment matching: no discriminator; the generator minimises the maximum mean "

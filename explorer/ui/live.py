@@ -76,16 +76,17 @@ def draw_curves(history: list[dict[str, Any]], run_name: str, key: str) -> None:
     names = charts.loss_series(loss_df)
     c = st.columns([3, 1.2], vertical_alignment="bottom")
     default = [n for n in ("d_loss", "g_loss", "mmd2") if n in names] or names[:2]
-    chosen = c[0].multiselect("Losses over steps", names, default=default, key=f"{key}.series",
+    # keyed by the series on offer: another run's series (another objective) gets its own selection
+    chosen = c[0].multiselect("Losses over steps", names, default=default, key=f"{key}.series.{'.'.join(names)}",
                               help="Losses and what the objective logs beside them (d_real, d_fake: mean D on real and "
                                    "generated data; value: the estimate of V(D, G)).")
-    log_scale = c[1].toggle("log scale", key=f"{key}.log", help="Symmetric log when a series goes negative.")
+    log_scale = c[1].toggle("log scale", key=f"{key}.log", help="For the losses and the metrics; a symmetric log where a series goes negative.")
     if chosen:
         st.altair_chart(charts.curves_chart(loss_df, chosen, log_scale=log_scale), width="stretch")
     if metrics:
         met_df = charts.history_frame(metrics, run=run_name)
         st.markdown("**Metrics** (on a fixed sample, every `metric_every` steps)")
-        st.altair_chart(charts.series_grid(met_df), width="content")
+        st.altair_chart(charts.series_grid(met_df, log_scale=log_scale), width="content")
 
 
 def draw_explanations(kind: str, objective: str, formula: str, has_critic: bool, title: str = "What am I looking at?") -> None:
