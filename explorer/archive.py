@@ -292,8 +292,8 @@ def _check_arrays(name: str, blob: bytes, npz: bool) -> None:
 
 
 def _plain(name: str, arr: Any) -> None:
-    if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "biuf":
-        raise ArchiveError(f"{name} holds {getattr(arr, 'dtype', type(arr))} data; only numbers are allowed")
+    if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "biufU":
+        raise ArchiveError(f"{name} holds {getattr(arr, 'dtype', type(arr))} data; only numbers and text are allowed")
 
 
 def _check_checkpoint(blob: bytes) -> None:

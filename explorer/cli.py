@@ -159,6 +159,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return 2
+    from explorer.device import configure_threads
+
+    configure_threads()
     try:
         return handlers[args.command](args)
     except ExplorerError as exc:

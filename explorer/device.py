@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 from typing import Iterator
 
@@ -63,3 +64,17 @@ def describe(device: torch.device) -> str:
     if device.type == "cuda":
         return f"cuda ({torch.cuda.get_device_name(device)})"
     return device.type
+
+
+def configure_threads(share: int = 2) -> int:
+    """Give each of ``share`` concurrently training runs its part of the CPU cores, once per process.
+
+    The small networks here gain little from many intra-op threads, and OpenMP's spinning threads
+    slow everything down by an order of magnitude when several runs (or other programs) share the
+    cores. ``GENEX_TORCH_THREADS`` overrides the count.
+    """
+    env = os.environ.get("GENEX_TORCH_THREADS", "")
+    n = int(env) if env.isdigit() and int(env) > 0 else max(1, (os.cpu_count() or 2) // max(1, share))
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+    return n

@@ -137,7 +137,7 @@ def train_feature_net(images: Tensor, labels: Tensor, classes: int) -> tuple[Sma
     r = RECIPE
     x = prepare(images)
     n = x.shape[0]
-    with torch.random.fork_rng(devices=[]), _threads_for(x):
+    with torch.random.fork_rng(devices=[]), _threads_for(x), torch.enable_grad():  # callers may hold no_grad
         torch.manual_seed(r["seed"])
         perm = torch.randperm(n)
         n_test = max(1, int(round(r["holdout"] * n))) if n > 1 else 0

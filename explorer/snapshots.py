@@ -198,11 +198,15 @@ def _images(pipe: "Pipeline", snap: Snapshot) -> None:
 
 def snapshot_arrays(snap: Snapshot) -> dict[str, Any]:
     """Everything in a snapshot as a flat dict of arrays (for ``np.savez``)."""
-    out: dict[str, Any] = {"step": np.array(snap.step), "real": snap.real, "fake": snap.fake}
+    out: dict[str, Any] = {"step": np.array(snap.step), "kind": np.array(snap.kind), "real": snap.real, "fake": snap.fake}
     out.update({f"extra_{k}": v for k, v in snap.extras.items()})
     return out
 
 
-def snapshot_from_arrays(arrays: Any, kind: str) -> Snapshot:
+def snapshot_from_arrays(arrays: Any, kind: str | None = None) -> Snapshot:
+    """A Snapshot back from a saved ``.npz`` (its kind is saved with it; ``kind`` is for older files)."""
+    if "kind" in arrays.files:
+        kind = str(arrays["kind"])
+    kind = kind or "vector"
     extras = {k[len("extra_"):]: arrays[k] for k in arrays.files if k.startswith("extra_")}
     return Snapshot(step=int(arrays["step"]), kind=kind, real=arrays["real"], fake=arrays["fake"], extras=extras)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -177,8 +178,9 @@ def _component(value: Any, key: str, kind: str, registry: Registry, provenance: 
             raise SpecError(f"{key}.name", f"missing: name the {kind}, e.g. {key} = {{ name = \"...\" }}; choose one of: {choices_text(registry.components[kind])}")
     else:
         raise SpecError(key, f"expected a {kind} name or a table with 'name', got {value!r}")
-    if name not in registry.components[kind] and key in provenance:
-        raise SpecError(key, f"{kind} {name!r} came from {provenance[key]}, which is not installed here; install that plugin package and try again")
+    prov_key = f"metric:{name}" if kind == "metric" else key
+    if name not in registry.components[kind] and prov_key in provenance:
+        raise SpecError(key, missing_plugin_message(kind, name, provenance[prov_key], registry))
     info = registry.get(kind, name, where=key)
     return ComponentSpec(name, resolve_params(info.cls.params, params, key))
 
@@ -209,13 +211,21 @@ def _metrics(raw: Any, registry: Registry, provenance: Mapping[str, str]) -> lis
         return []
     if not isinstance(raw, list):
         raise SpecError("metrics", f"expected \"auto\", \"none\" or a list of metric names, got {raw!r}")
-    out = []
-    for i, item in enumerate(raw):
-        comp = _component(item, f"metrics[{i}]", "metric", registry, {})
-        if f"metric:{comp.name}" in provenance and comp.name not in registry.components["metric"]:
-            raise SpecError(f"metrics[{i}]", f"metric {comp.name!r} came from {provenance['metric:' + comp.name]}, which is not installed")
-        out.append(comp)
-    return out
+    return [_component(item, f"metrics[{i}]", "metric", registry, provenance) for i, item in enumerate(raw)]
+
+
+def missing_plugin_message(kind: str, name: str, source: str, registry: Registry) -> str:
+    """What to do about a component a spec recorded (``source`` = 'plugin (dist version)') that is not here."""
+    match = re.match(r"^(?P<plugin>\S+) \((?P<dist>\S+) (?P<version>[^)]*)\)$", source)
+    plugin = match["plugin"] if match else source
+    if plugin in registry.skipped:
+        return f"{kind} {name!r} came from {source}, which is not loaded here ({registry.skipped[plugin]})"
+    failed = [e for e in registry.errors if e.plugin == plugin or (match and e.dist == match["dist"])]
+    if failed:
+        return (f"{kind} {name!r} comes from {source}, which is installed but failed to load "
+                f"({failed[0].message}); see `genex plugins --verbose`")
+    hint = f"`pip install {match['dist']}=={match['version']}`" if match and match["version"] not in ("", "None", "?") else "install that plugin package"
+    return f"{kind} {name!r} came from {source}, which is not installed here; {hint} and try again"
 
 
 def parse_spec(source: str | Path | Mapping[str, Any], registry: Registry | None = None, **overrides: Any) -> Spec:

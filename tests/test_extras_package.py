@@ -204,5 +204,5 @@ def test_a_run_with_every_extras_component_records_the_plugin_and_reopens_only_w
         assert saved["provenance"]["data"] == "extras (generative-explorer-extras 0.1.0)"
         monkeypatch.setenv("GENEX_BLOCK_PLUGINS", "extras")
         with pytest.raises(SpecError, match=r"sampler 'checkerboard' came from extras \(generative-explorer-extras 0.1.0\), "
-                                            r"which is not installed"):
+                                            r"which is not loaded here \(blocked by GENEX_BLOCK_PLUGINS\)"):
             parse_spec(saved, registry=Registry().load_installed())

@@ -475,8 +475,6 @@ def test_a_spec_records_each_components_plugin_and_says_what_is_missing_when_reo
     assert "sampler 'test-flat' came from fake (genex-fake 9.9), which is not installed" in str(info.value)
 
 
-@pytest.mark.xfail(reason="spec._metrics calls _component (which raises 'unknown metric') before its provenance check; "
-                          "reported to the lead with the fix", strict=False)
 def test_a_missing_metric_plugin_is_named_when_a_spec_is_reopened():
     class Probe(Metric):
         name, summary = "test-probe", "a probe"

@@ -12,7 +12,7 @@ import torch
 from explorer import Objective, hookimpl
 from explorer.manager import execute, run_foreground
 from explorer.pipeline import Pipeline
-from explorer.registry import Registry, get_registry
+from explorer.registry import get_registry
 from explorer.runs import RunStore
 from explorer.spec import parse_spec
 from explorer.training import RunState, Trainer, TrainerConfig

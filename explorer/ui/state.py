@@ -9,12 +9,11 @@ re-attaches to it; any live run of the server can be re-attached from the Train 
 from __future__ import annotations
 
 import atexit
-import os
 import uuid
 
 import streamlit as st
-import torch
 
+from explorer.device import configure_threads
 from explorer.errors import ExplorerError
 from explorer.manager import ManagedRun, RunManager
 from explorer.registry import Registry, get_registry
@@ -25,19 +24,6 @@ RUNS_KEY = "genex.my_runs"
 CURRENT_KEY = "genex.current_run"
 QUERY_RUN = "run"
 POLL_S = 1.0  # the Train page redraws a live run about this often; the trainer snapshots no faster
-
-
-def configure_threads(max_concurrent: int) -> int:
-    """Give each concurrently training run its share of the CPU cores.
-
-    Runs train in threads of one process and share torch's intra-op thread pool; with the default
-    (one thread per core) several runs, or a busy machine, oversubscribe the cores and small networks
-    slow down by an order of magnitude. ``GENEX_TORCH_THREADS`` overrides the share.
-    """
-    env = os.environ.get("GENEX_TORCH_THREADS", "")
-    threads = int(env) if env.isdigit() and int(env) > 0 else max(1, (os.cpu_count() or 1) // max(1, max_concurrent))
-    torch.set_num_threads(threads)
-    return threads
 
 
 @st.cache_resource(show_spinner=False)

@@ -262,7 +262,7 @@ def images_with_nearest(snap: Snapshot, rows: int = 8, per_row: int = 7, min_wid
             tiles.extend(row)
             tiles.append(nearest[r * per_row + len(row) - 1])
         grid = image_grid(np.stack(tiles), ncol=per_row + 1)
-        h, w = fake.shape[2], fake.shape[3]
+        w = fake.shape[3]
         x = (per_row) * (w + 1)  # the padding column before the last image column
         grid[:, x, :] = (228, 87, 46)
         dist = snap.extras.get("nearest_dist")
