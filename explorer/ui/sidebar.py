@@ -87,10 +87,8 @@ LINK_TOKEN_KEY = "genex.link_token"
 def _take_link(reg: Registry) -> str | None:
     """A pipeline carried in the URL (``?spec=``, explorer.ui.urlspec) becomes this tab's preset
     "from the link" once; returns a message when the link cannot be used."""
-    try:
-        from explorer.ui import urlspec
-    except ImportError:  # pragma: no cover - the module ships with the app
-        return None
+    from explorer.ui import urlspec
+
     token = st.query_params.get(urlspec.QUERY_KEY)
     if not token or st.session_state.get(LINK_TOKEN_KEY) == token:
         return None
@@ -108,15 +106,24 @@ def _take_link(reg: Registry) -> str | None:
     return None
 
 
-def share_query(spec: Spec, reg: Registry) -> str | None:
-    """``spec=...``: the query string that reproduces this pipeline (None without explorer.ui.urlspec)."""
-    try:
-        from urllib.parse import urlencode
+def share_query(spec: Spec, reg: Registry) -> str:
+    """``spec=...``: the query string that reproduces this pipeline."""
+    from urllib.parse import urlencode
 
-        from explorer.ui import urlspec
-    except ImportError:  # pragma: no cover
-        return None
+    from explorer.ui import urlspec
+
     return urlencode(urlspec.spec_to_query(spec.to_dict(), reg))
+
+
+def carry_in_url(spec: Spec, reg: Registry) -> None:
+    """Keep the page URL's ``spec=`` in step with the composed pipeline, so the address bar is always
+    a link that reproduces the set-up (it is marked as taken, so this tab does not re-load it)."""
+    from explorer.ui import urlspec
+
+    token = urlspec.spec_to_query(spec.to_dict(), reg).get(urlspec.QUERY_KEY)
+    if token and st.query_params.get(urlspec.QUERY_KEY) != token:
+        st.session_state[LINK_TOKEN_KEY] = token
+        st.query_params[urlspec.QUERY_KEY] = token
 
 
 def compose(reg: Registry) -> Composition:
@@ -207,7 +214,7 @@ def compose(reg: Registry) -> Composition:
             text = spec.to_toml()
             st.code(text, language="toml")
             st.download_button("Download spec", text, file_name=f"{spec.short_name()}.toml", mime="text/plain", key="genex.dl_spec")
-            query = share_query(spec, reg)
-            if query:
-                st.markdown(f"[Link to this pipeline](./?{query}) — opens it in the Train page of any tab.")
+            st.markdown(f"[Link to this pipeline](./?{share_query(spec, reg)}) — the address bar carries it too; "
+                        "it opens this pipeline in the Train page of any tab.")
+        carry_in_url(spec, reg)
     return Composition(raw, spec, error, preset)
