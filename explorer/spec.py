@@ -51,6 +51,8 @@ OPTIMIZER: tuple[Param, ...] = (
     Param("betas", "floats", [0.5, 0.999], "Adam's (beta1, beta2)", low=0.0, high=0.99999),
     Param("momentum", "float", 0.0, "SGD / RMSprop momentum", low=0.0, high=0.9999),
     Param("weight_decay", "float", 0.0, "L2 weight decay", low=0.0, high=1.0),
+    Param("schedule", "str", "constant", "learning-rate schedule over the run's steps: constant, or cosine "
+          "annealing from lr to 0 (Loshchilov & Hutter 2017)", choices=("constant", "cosine")),
 )
 
 # Component slots: (spec key, component kind, default name).

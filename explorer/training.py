@@ -9,6 +9,7 @@ reads :class:`RunState`, the trainer writes it.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import defaultdict
@@ -112,6 +113,10 @@ class Trainer:
         ]
         self.metrics = [(m, n) for m, n in self.metrics if m.applies(pipeline.data)]
         self.last_metrics: dict[str, float] = {}
+        self._scheduled = [
+            (opt, self.spec.optim[role]) for opt, role in ((pipeline.opt_g, "generator"), (pipeline.opt_d, "discriminator"))
+            if opt is not None and self.spec.optim[role]["schedule"] != "constant"
+        ]
 
     # -- controls -------------------------------------------------------------------------------
     def add_callback(self, event: str, fn: Callable[..., Any]) -> None:
@@ -215,6 +220,8 @@ class Trainer:
         p, spec = self.p, self.spec
         B = spec.batch_size
         obj = p.objective
+        if self._scheduled:
+            self._apply_schedule()
         vals: list[torch.Tensor] = []
         keys: list[str] = []
         with autocast(p.device, spec.precision):
@@ -246,6 +253,15 @@ class Trainer:
             keys.append(k)
             vals.append(v.detach().float())
         self._record(keys, vals)
+
+    def _apply_schedule(self) -> None:
+        """Set each scheduled optimiser's lr for this step (a pure function of the step, so resuming
+        from a checkpoint continues the same schedule)."""
+        t = min(self.p.step / max(1, self.spec.steps), 1.0)
+        for opt, cfg in self._scheduled:
+            lr = cfg["lr"] * 0.5 * (1.0 + math.cos(math.pi * t))
+            for group in opt.param_groups:
+                group["lr"] = lr
 
     def _record(self, keys: list[str], vals: list[torch.Tensor]) -> None:
         if self._buf is None or keys != self._keys:

@@ -5,22 +5,15 @@ Screenshots go to test-artifacts/ (gitignored) for a person to look at.
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 import urllib.parse
 import urllib.request
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = Path("/usr/bin/chromium")
-ARTIFACTS = ROOT / "test-artifacts"
-pytestmark = [pytest.mark.browser, pytest.mark.skipif(not CHROMIUM.exists(), reason="needs /usr/bin/chromium")]
+from browser_support import ARTIFACTS, BROWSER_MARKS, CHROMIUM, CHROMIUM_ARGS, streamlit_app
+
+pytestmark = BROWSER_MARKS
 
 SPEC = {
     "name": "mixture-objectives", "data": {"name": "mixture-1d", "means": [-2.0, 2.0], "stds": [0.5, 0.5]},
@@ -32,42 +25,10 @@ SPEC = {
 }
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def server(tmp_path):
-    port = free_port()
-    env = {**os.environ, "GENEX_RUNS_DIR": str(tmp_path / "runs"), "OMP_NUM_THREADS": "1", "GENEX_MAX_RUNS": "2"}
-    log = open(tmp_path / "streamlit.log", "wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "explorer/app.py", "--server.port", str(port), "--server.headless", "true",
-         "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            assert proc.poll() is None, (tmp_path / "streamlit.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "streamlit did not start in 90 s"
-            time.sleep(0.5)
-        yield f"http://127.0.0.1:{port}", tmp_path / "runs"
-    finally:
-        os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.close()
+    with streamlit_app(tmp_path, OMP_NUM_THREADS="1", GENEX_MAX_RUNS="2") as url:
+        yield url, tmp_path / "runs"
 
 
 def test_compare_two_objectives_in_the_browser_then_find_them_in_the_history(server):
@@ -83,9 +44,7 @@ def test_compare_two_objectives_in_the_browser_then_find_them_in_the_history(ser
     query = urllib.parse.urlencode({**spec_to_query(SPEC), "vary": "objective=minimax,nonsaturating"})
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1500, "height": 1100})
             page.goto(f"{url}/compare?{query}")

@@ -194,3 +194,15 @@ def test_metrics_are_logged_on_their_schedule(tmp_path):
     trainer.run()
     steps = [r["step"] for r in trainer.state.view().history if "energy_distance" in r]
     assert steps == [30, 60]
+
+
+def test_cosine_schedule_anneals_the_learning_rate_to_zero_over_the_run():
+    spec = parse_spec({**FAST, "steps": 40, "optim": {"generator": {"lr": 1e-2, "schedule": "cosine"}}})
+    trainer = Trainer(Pipeline(spec), config=TrainerConfig(snapshot_hz=0))
+    seen = {}
+    trainer.add_callback("step_end", lambda tr: seen.setdefault(tr.p.step, tr.p.opt_g.param_groups[0]["lr"]))
+    trainer.run()
+    assert seen[1] == pytest.approx(1e-2)  # step 1 trains at the full lr (t = 0)
+    assert seen[21] == pytest.approx(0.5e-2, rel=1e-6)  # half-way: half the lr
+    assert seen[40] < 1e-4
+    assert trainer.p.opt_d.param_groups[0]["lr"] == pytest.approx(1e-3)  # the discriminator keeps its constant lr
