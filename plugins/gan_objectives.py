@@ -63,9 +63,10 @@ class _GANObjective(Objective):
         V(D, G) = -(unsmoothed d_loss), which is -log 4 ~ -1.386 at the equilibrium D = 1/2.
         """
         lr, lf = _logits(D, real), _logits(D, fake)
-        loss = discriminator_bce(lr, lf, self.config["label_smoothing"])
+        smoothing = self.config["label_smoothing"]
+        loss = discriminator_bce(lr, lf, smoothing)
         with torch.no_grad():
-            value = -discriminator_bce(lr, lf)
+            value = -discriminator_bce(lr, lf) if smoothing > 0.0 else -loss.detach()
             extras = {"d_real": torch.sigmoid(lr).mean(), "d_fake": torch.sigmoid(lf).mean(), "value": value}
         return loss, extras
 
@@ -78,12 +79,12 @@ class Minimax(_GANObjective):
     formula = (r"\min_G \max_D V(D,G) = \mathbb{E}_{x\sim p_\mathrm{data}}[\log D(x)]"
                r" + \mathbb{E}_{z\sim p_z}[\log(1 - D(G(z)))]")
 
-    def generator_loss(self, D: nn.Module | None, real: Tensor, fake: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    def generator_loss(self, D: nn.Module | None, real: Tensor, fake: Tensor) -> Tensor:
         """g_loss = mean(-softplus(D(G(z)))) = E log(1 - D(G(z))); its gradient in the logit is
         -sigmoid(l), which vanishes as D(G(z)) -> 0."""
         lf = _logits(D, fake)
         loss = -F.softplus(lf).mean()
-        return loss, {"d_fake": torch.sigmoid(lf).mean().detach()}
+        return loss  # D(G(z)) is logged by the discriminator step (d_fake)
 
 
 class NonSaturating(_GANObjective):
@@ -94,12 +95,12 @@ class NonSaturating(_GANObjective):
     formula = (r"\max_D \mathbb{E}_{x}[\log D(x)] + \mathbb{E}_{z}[\log(1 - D(G(z)))];\quad"
                r"\max_G \mathbb{E}_{z\sim p_z}[\log D(G(z))]")
 
-    def generator_loss(self, D: nn.Module | None, real: Tensor, fake: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    def generator_loss(self, D: nn.Module | None, real: Tensor, fake: Tensor) -> Tensor:
         """g_loss = mean softplus(-D(G(z))) = -E log D(G(z)); its gradient in the logit is
         -(1 - sigmoid(l)), close to -1 while D rejects the fakes."""
         lf = _logits(D, fake)
         loss = F.softplus(-lf).mean()
-        return loss, {"d_fake": torch.sigmoid(lf).mean().detach()}
+        return loss  # D(G(z)) is logged by the discriminator step (d_fake)
 
 
 @hookimpl

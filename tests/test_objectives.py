@@ -8,6 +8,8 @@ import pytest
 import torch
 from torch import nn
 
+from explorer.components import normalise_loss
+
 from plugins.gan_objectives import Minimax, NonSaturating
 from plugins.mmd import MMD
 
@@ -45,8 +47,8 @@ def test_discriminator_loss_equals_naive_sigmoid_log_form(cls):
 def test_generator_losses_equal_naive_sigmoid_log_forms():
     fake = torch.linspace(-5, 5, 11)[:, None]
     d_fake = torch.sigmoid(fake)
-    mm, _ = Minimax().generator_loss(IdentityLogit(), None, fake)
-    ns, _ = NonSaturating().generator_loss(IdentityLogit(), None, fake)
+    mm, _ = normalise_loss(Minimax().generator_loss(IdentityLogit(), None, fake), "g")
+    ns, _ = normalise_loss(NonSaturating().generator_loss(IdentityLogit(), None, fake), "g")
     assert mm.item() == pytest.approx(torch.log(1 - d_fake).mean().item(), rel=1e-5)
     assert ns.item() == pytest.approx(-torch.log(d_fake).mean().item(), rel=1e-5)
 
@@ -58,7 +60,7 @@ def test_losses_and_gradients_stay_finite_at_extreme_logits(cls, logit):
     x = torch.zeros(4, 1)
     for loss_fn in (obj.discriminator_loss, obj.generator_loss):
         D = ConstantLogit(logit)
-        loss, _ = loss_fn(D, x, x)
+        loss, _ = normalise_loss(loss_fn(D, x, x), "loss")
         loss.backward()
         assert torch.isfinite(loss) and torch.isfinite(D.logit.grad)
 
@@ -72,7 +74,7 @@ def test_naive_form_overflows_where_softplus_does_not():
 
 def _generator_logit_grad(cls, logit: float) -> float:
     D = ConstantLogit(logit)
-    loss, _ = cls().generator_loss(D, None, torch.zeros(8, 1))
+    loss, _ = normalise_loss(cls().generator_loss(D, None, torch.zeros(8, 1)), "g")
     loss.backward()
     return D.logit.grad.item()
 
@@ -110,7 +112,7 @@ def test_gan_extras_are_detached_scalars():
     x = torch.zeros(4, 1)
     for obj in (Minimax(), NonSaturating()):
         for loss_fn in (obj.discriminator_loss, obj.generator_loss):
-            loss, extras = loss_fn(D, x, x)
+            loss, extras = normalise_loss(loss_fn(D, x, x), "loss")
             assert loss.dim() == 0 and loss.requires_grad
             assert all(v.dim() == 0 and not v.requires_grad for v in extras.values())
 
