@@ -15,9 +15,10 @@ from torch import Tensor
 
 from explorer import Metric, MetricContext, Param, Sampler, hookimpl
 from explorer.features import dataset_features, feature_extractor_for
-from explorer.metrics import (
-    all_finite, frechet_distance, gaussian_stats, memorisation_score, nearest_distances, prdc, reference_radii,
+from explorer.feature_metrics import (
+    frechet_distance, gaussian_stats, memorisation_score, nearest_distances, prdc, reference_radii,
 )
+from explorer.metrics import all_finite
 
 NAN = float("nan")
 
@@ -61,7 +62,7 @@ class FrechetDistance(_ImageMetric):
 
 class PRDC(_ImageMetric):
     """Precision and recall (Kynkäänniemi et al. 2019, k = 3) and density and coverage (Naeem et
-    al. 2020, k = 5) of generated against training features; see :func:`explorer.metrics.prdc`.
+    al. 2020, k = 5) of generated against training features; see :func:`explorer.feature_metrics.prdc`.
     Precision / density: are samples realistic? Recall / coverage: is the data's variety covered?"""
 
     name = "prdc"
@@ -97,7 +98,7 @@ class Memorisation(_ImageMetric):
     features). ``memorisation``: the fraction of samples closer than the ``quantile`` of the
     training distances (about ``quantile`` for new samples, 1 for copies); ``nn_ratio``: median
     sample distance over median training distance (about 1 for new samples, near 0 for copies).
-    See :func:`explorer.metrics.memorisation_score`."""
+    See :func:`explorer.feature_metrics.memorisation_score`."""
 
     name = "memorisation"
     summary = "Fraction of samples closer to a training image than training images are to each other"

@@ -13,10 +13,10 @@ from scipy.spatial.distance import jensenshannon
 
 from explorer import MetricContext, Sampler
 from explorer import features as feats
+from explorer.feature_metrics import frechet_distance, gaussian_stats, memorisation_score, nearest_distances, prdc
 from explorer.metrics import (
-    energy_distance, frechet_distance, gaussian_stats, grid_divergences, js_1d, js_divergence,
-    memorisation_score, mmd2, mmd2_permutation_test, mode_statistics, nearest_distances, one_host_thread, prdc,
-    sliced_wasserstein, wasserstein_1d,
+    energy_distance, grid_divergences, js_1d, js_divergence, mmd2, mmd2_permutation_test, mode_statistics,
+    one_host_thread, sliced_wasserstein, wasserstein_1d,
 )
 
 
