@@ -346,6 +346,23 @@ def test_a_link_carries_a_pipeline_into_the_train_page(app_runs_dir):
     assert "Discriminator" not in [s.label for s in at.sidebar.selectbox]
 
 
+
+def test_the_address_bar_carries_the_composed_pipeline_and_reproduces_it_in_a_new_tab(app_runs_dir):
+    from explorer.ui import urlspec
+
+    at = new_app()
+    set_sidebar(at, "number_input", "steps", 321)
+    at.run()
+    token = at.query_params.get(urlspec.QUERY_KEY)
+    token = token[0] if isinstance(token, list) else token
+    assert token, "the Train page must keep ?spec= in step with the sidebar"
+    assert urlspec.spec_from_query({urlspec.QUERY_KEY: token})["steps"] == 321
+    fresh = AppTest.from_file(APP, default_timeout=TIMEOUT)  # a new tab opened on that address
+    fresh.query_params[urlspec.QUERY_KEY] = token
+    fresh.run()
+    assert not fresh.exception
+    assert by_label(fresh.sidebar.number_input, "steps").value == 321
+
 # -- the drawing helpers, without a page ----------------------------------------------------------------
 def test_history_frame_is_long_form_and_bounded_on_long_runs():
     from explorer.ui import charts
