@@ -65,7 +65,7 @@ def main() -> None:
     for data, preset in PRESETS.items():
         base = load_spec_file(ROOT / "explorer" / "presets" / preset)
         base["metrics"] = ["mode-coverage"]
-        base["metric_every"] = 0  # computed once, at the end
+        base["metric_every"] = args.steps or base["steps"]  # computed once, on the final generator
         variants = expand_variants(base, [("objective", objectives)], seeds=args.seeds, steps=args.steps)
         t0 = time.time()
         results = train_variants(variants, out / data, jobs=args.jobs, log=print)

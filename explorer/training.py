@@ -195,8 +195,10 @@ class Trainer:
             self._flush_log()
             if status == "finished" and spec.metric_every and p.step % spec.metric_every != 0:
                 self._compute_metrics()
-            self._snapshot(force=True, save=True)
-            self._fire("checkpoint")
+            if p.step % spec.snapshot_every != 0:  # the loop already saved this step's snapshot
+                self._snapshot(force=True, save=True)
+            if not (spec.checkpoint_every and p.step % spec.checkpoint_every == 0):
+                self._fire("checkpoint")
         except TrainingError as exc:
             status = "failed"
             self.state.update(error=str(exc))
