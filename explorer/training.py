@@ -224,8 +224,7 @@ class Trainer:
         obj = p.objective
         if self._scheduled:
             self._apply_schedule()
-        vals: list[torch.Tensor] = []
-        keys: list[str] = []
+        logged: dict[str, torch.Tensor] = {}
         with autocast(p.device, spec.precision):
             real = None
             if p.D is not None:
@@ -237,11 +236,8 @@ class Trainer:
                     p.opt_d.zero_grad(set_to_none=True)
                     d_loss.backward()
                     p.opt_d.step()
-                keys.append("d_loss")
-                vals.append(d_loss.detach().float())
-                for k, v in d_extra.items():
-                    keys.append(k)
-                    vals.append(v.detach().float())
+                logged["d_loss"] = d_loss
+                logged.update(d_extra)  # from the last of the k_d steps
             if real is None:
                 real = p.sample_real(B)
             fake = p.G(p.sample_latent(B))
@@ -249,12 +245,9 @@ class Trainer:
             p.opt_g.zero_grad(set_to_none=True)
             g_loss.backward()
             p.opt_g.step()
-        keys.append("g_loss")
-        vals.append(g_loss.detach().float())
-        for k, v in g_extra.items():
-            keys.append(k)
-            vals.append(v.detach().float())
-        self._record(keys, vals)
+        logged["g_loss"] = g_loss
+        logged.update(g_extra)
+        self._record(list(logged), [v.detach().float() for v in logged.values()])
 
     def _apply_schedule(self) -> None:
         """Set each scheduled optimiser's lr for this step (a pure function of the step, so resuming
