@@ -143,6 +143,9 @@ class Objective(Component):
 
     kind = "objective"
     needs_discriminator: ClassVar[bool] = True
+    #: a seeded torch.Generator on the pipeline's device, set by the pipeline before training: draw any
+    #: randomness from it (e.g. WGAN-GP's interpolation weights) so that a run reproduces from its seed
+    generator: torch.Generator | None = None
     #: the key formula, in LaTeX, shown beside the curves in the app
     formula: ClassVar[str] = ""
 

@@ -1,7 +1,8 @@
 """Spec -> live objects on one device: data sampler, latent prior, G (and D), objective, optimisers.
 
 Random streams are separate and seeded from the spec's seed: ``weights`` (initialisation),
-``data`` (real batches), ``noise`` (latent batches), ``view`` (the fixed batches the views and
+``data`` (real batches), ``noise`` (latent batches), ``objective`` (any randomness in the loss,
+``Objective.generator``), ``view`` (the fixed batches the views and
 metrics use, so that watching a run never changes what it learns).
 """
 
@@ -62,6 +63,7 @@ class Pipeline:
         self.opt_d = make_optimizer(self.D.parameters(), spec.optim["discriminator"]) if self.D is not None else None
         self.data_gen = make_generator(self.device, stream_seed(spec.seed, "data"))
         self.noise_gen = make_generator(self.device, stream_seed(spec.seed, "noise"))
+        self.objective.generator = make_generator(self.device, stream_seed(spec.seed, "objective"))
         self.is_conv = any(isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)) for m in self.G.modules())
         if self.device.type == "cuda" and self.is_conv:
             torch.backends.cudnn.benchmark = True
@@ -96,7 +98,8 @@ class Pipeline:
             "D": self.D.state_dict() if self.D is not None else None,
             "opt_g": self.opt_g.state_dict(),
             "opt_d": self.opt_d.state_dict() if self.opt_d is not None else None,
-            "rng": {"data": self.data_gen.get_state(), "noise": self.noise_gen.get_state()},
+            "rng": {"data": self.data_gen.get_state(), "noise": self.noise_gen.get_state(),
+                    "objective": self.objective.generator.get_state()},
         }
 
     def load_state_dict(self, state: dict[str, Any], optimizers: bool = True, rng: bool = True) -> None:
@@ -114,6 +117,8 @@ class Pipeline:
         if rng and "rng" in state:
             self.data_gen.set_state(state["rng"]["data"].cpu())
             self.noise_gen.set_state(state["rng"]["noise"].cpu())
+            if "objective" in state["rng"]:
+                self.objective.generator.set_state(state["rng"]["objective"].cpu())
         self.step = int(state.get("step", 0))
 
 

@@ -206,3 +206,31 @@ def test_cosine_schedule_anneals_the_learning_rate_to_zero_over_the_run():
     assert seen[21] == pytest.approx(0.5e-2, rel=1e-6)  # half-way: half the lr
     assert seen[40] < 1e-4
     assert trainer.p.opt_d.param_groups[0]["lr"] == pytest.approx(1e-3)  # the discriminator keeps its constant lr
+
+
+class RandomisedObjective(ExplodingObjective):
+    """A loss that draws random numbers (like WGAN-GP's interpolates) from its seeded generator."""
+
+    name = "randomised"
+
+    def generator_loss(self, D, real, fake):
+        w = torch.rand(len(fake), 1, generator=self.generator, device=fake.device)
+        return (w * torch.nn.functional.softplus(-D(fake))).mean()
+
+
+class _RandomPlugin:
+    @hookimpl
+    def register_objectives(self, register):
+        register(RandomisedObjective)
+
+
+def test_an_objective_drawing_random_numbers_reproduces_from_the_seed():
+    reg = get_registry()
+    reg.add_plugin(_RandomPlugin(), name="test-random-objective")
+    try:
+        runs = [train({**FAST, "objective": "randomised", "seed": seed})[0] for seed in (0, 0, 1)]
+    finally:
+        reg.remove_plugin("test-random-objective")
+    same_a, same_b, other = (losses(t.state.view().history) for t in runs)
+    assert same_a == same_b
+    assert same_a != other
