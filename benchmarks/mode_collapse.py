@@ -2,6 +2,7 @@
 on our built-in presets, beside the published rows.
 
     python benchmarks/mode_collapse.py [--seeds 3] [--steps N] [--out benchmarks/mode_collapse] [--jobs 1]
+                                       [--data ring8,grid25] [--objectives minimax,nonsaturating,mmd]
 
 For each of ring8 and grid25 it trains the preset with each objective (minimax, nonsaturating,
 mmd), on several seeds, and reports modes captured, % high-quality samples and reverse KL on
@@ -56,12 +57,14 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "mode_collapse"))
     ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--objectives", default=",".join(OBJECTIVES))
+    ap.add_argument("--data", default=",".join(PRESETS), help="which of ring8, grid25")
     args = ap.parse_args()
     configure_threads()
     out = Path(args.out)
     objectives = [o for o in args.objectives.split(",") if o]
     rows = []
-    for data, preset in PRESETS.items():
+    for data in [d for d in args.data.split(",") if d]:
+        preset = PRESETS[data]
         base = load_spec_file(ROOT / "explorer" / "presets" / preset)
         base["metrics"] = ["mode-coverage"]
         base["metric_every"] = args.steps or base["steps"]  # computed once, on the final generator
