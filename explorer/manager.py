@@ -123,7 +123,8 @@ class ManagedRun:
 
     @property
     def status(self) -> str:
-        return self.state.view().status
+        # One attribute read (atomic): no need to copy the whole history as RunState.view() does.
+        return self.state.status
 
     @property
     def active(self) -> bool:
