@@ -256,14 +256,19 @@ def parse_value(text: str) -> Any:
 def set_path(raw: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
     """Set a dotted field in a raw spec (``objective``, ``data.std``, ``optim.generator.lr``).
 
-    Setting a component slot to a new name keeps no parameters from the old component; setting a
-    parameter on a shorthand component (``data = "ring8"``) expands it to a table first.
+    Setting a component slot to a new name keeps no parameters from the old component; setting it
+    to the name it already has keeps its parameters (so varying ``objective`` over ``mmd,minimax``
+    on a preset that tunes ``mmd`` keeps the tuned ``mmd``); setting a parameter on a shorthand
+    component (``data = "ring8"``) expands it to a table first.
     """
     parts = path.split(".")
     slot_keys = {s[0] for s in SLOTS}
     if parts[0] not in TOP_KEYS:
         raise SpecError(path, f"unknown field; valid fields: {choices_text(TOP_KEYS - {'provenance'})}" + did_you_mean(parts[0], TOP_KEYS))
     if len(parts) == 1:
+        current = raw.get(path)
+        if path in slot_keys and isinstance(value, str) and isinstance(current, dict) and current.get("name") == value:
+            return raw
         raw[path] = value
         raw.pop("provenance", None)
         return raw

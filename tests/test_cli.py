@@ -105,6 +105,6 @@ def test_every_preset_is_a_valid_spec():
     from explorer.spec import load_spec_file, resolve
 
     presets = sorted((ROOT / "explorer" / "presets").glob("*.toml"))
-    assert {p.stem for p in presets} >= {"ring8-nonsaturating", "grid25-mmd", "mixture1d-minimax", "mixture1d-nonsaturating", "digits-dcgan"}
+    assert {p.stem for p in presets} >= {"ring8-nonsaturating", "grid25-nonsaturating", "grid25-mmd", "mixture1d-minimax", "mixture1d-nonsaturating", "digits-dcgan"}
     for path in presets:
         resolve(load_spec_file(path))

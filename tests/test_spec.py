@@ -86,6 +86,16 @@ def test_set_path_expands_shorthand_and_parse_value_reads_toml_literals():
     assert spec.objective.name == "minimax"
 
 
+def test_setting_a_slot_to_its_own_name_keeps_the_tuned_parameters():
+    raw = {"objective": {"name": "mmd", "bandwidths": [0.01, 0.1], "sqrt": True}}
+    set_path(raw, "objective", "mmd")
+    assert resolve(raw).objective.params["bandwidths"] == [0.01, 0.1]
+    set_path(raw, "objective", "minimax")  # another component: its own defaults
+    assert resolve(raw).objective.params == {"label_smoothing": 0.0}
+    set_path(raw, "objective", "mmd")
+    assert resolve(raw).objective.params["bandwidths"] != [0.01, 0.1]
+
+
 def test_diff_specs_lists_only_what_differs():
     a = parse_spec({"objective": "minimax"}).to_dict()
     b = parse_spec({"objective": "nonsaturating"}).to_dict()
