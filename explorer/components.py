@@ -78,6 +78,19 @@ class Sampler(Component):
         """Running statistics worth logging (e.g. ``acceptance_rate``); empty by default."""
         return {}
 
+    def state_dict(self) -> dict[str, Any]:
+        """State a stateful sampler carries between ``sample`` calls (Markov chains' positions, a
+        cursor into a data set), saved in checkpoints so a resumed run continues the same stream.
+
+        Tensors, numbers and strings only (checkpoints load with ``weights_only=True``). Stateless
+        samplers (most) keep the default: nothing.
+        """
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned; may raise ``ValueError`` when ``state`` does not
+        fit this configuration (the sampler then starts afresh). The default ignores ``state``."""
+
     @property
     def has_log_prob(self) -> bool:
         return type(self).log_prob is not Sampler.log_prob

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from typing import Iterator
+from typing import Any, Iterator
 
 import torch
 
@@ -78,3 +78,15 @@ def configure_threads(share: int = 2) -> int:
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
     return n
+
+
+def tree_to_device(state: Any, device: torch.device | str) -> Any:
+    """``state`` (nested dicts, lists and tuples) with every tensor moved to ``device``; checkpoints
+    load onto the CPU."""
+    if isinstance(state, torch.Tensor):
+        return state.to(device)
+    if isinstance(state, dict):
+        return {k: tree_to_device(v, device) for k, v in state.items()}
+    if isinstance(state, (list, tuple)):
+        return type(state)(tree_to_device(v, device) for v in state)
+    return state

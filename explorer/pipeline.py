@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from explorer.components import Architecture, Objective, Sampler
-from explorer.device import make_generator, pick_device, seeded, stream_seed
+from explorer.device import make_generator, pick_device, seeded, stream_seed, tree_to_device
 from explorer.errors import SpecError
 from explorer.registry import Registry, get_registry
 from explorer.spec import Spec
@@ -100,6 +100,7 @@ class Pipeline:
             "opt_d": self.opt_d.state_dict() if self.opt_d is not None else None,
             "rng": {"data": self.data_gen.get_state(), "noise": self.noise_gen.get_state(),
                     "objective": self.objective.generator.get_state()},
+            "samplers": {"data": self.data.state_dict(), "latent": self.latent.state_dict()},
         }
 
     def load_state_dict(self, state: dict[str, Any], optimizers: bool = True, rng: bool = True) -> None:
@@ -119,6 +120,13 @@ class Pipeline:
             self.noise_gen.set_state(state["rng"]["noise"].cpu())
             if "objective" in state["rng"]:
                 self.objective.generator.set_state(state["rng"]["objective"].cpu())
+            for slot, sampler in (("data", self.data), ("latent", self.latent)):
+                saved = state.get("samplers", {}).get(slot)
+                if saved and state["spec"].get(slot) == self.spec.to_dict().get(slot):
+                    try:
+                        sampler.load_state_dict(tree_to_device(saved, self.device))
+                    except (ValueError, KeyError, TypeError):
+                        pass  # state that does not fit this sampler: it starts afresh
         self.step = int(state.get("step", 0))
 
 

@@ -9,6 +9,7 @@ burn-in, thinning and many parallel chains. Many chains run together on the devi
 from __future__ import annotations
 
 import math
+from typing import Any, Mapping
 
 import torch
 from torch import Tensor
@@ -108,6 +109,22 @@ class MetropolisHastings(Sampler):
             return x[:n_steps]
         _, _, _, trace = self._advance(x, logp, n_steps - 1, generator, record=True)
         return torch.cat([x, trace[:, 0]])
+
+    def state_dict(self) -> dict[str, Any]:
+        """The chains' positions, acceptance counters and read cursor (empty before the first draw)."""
+        if self._x is None:
+            return {}
+        return {"x": self._x, "logp": self._logp, "accepted": self._accepted, "moves": self._moves, "cursor": self._cursor}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Continue the saved chains (on their device: ``sample`` restarts them if it changes)."""
+        if not state:
+            return
+        x = state["x"]
+        if tuple(x.shape) != (self.chains,):
+            raise ValueError(f"the saved state has {x.shape[0]} chains, this sampler runs {self.chains}")
+        self._x, self._logp, self._accepted = x, state["logp"], state["accepted"]
+        self._moves, self._cursor = int(state["moves"]), int(state["cursor"]) % self.chains
 
     def stats(self) -> dict[str, float]:
         """The fraction of proposed moves accepted since burn-in (the one host sync, off the hot path)."""

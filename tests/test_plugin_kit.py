@@ -90,6 +90,41 @@ def test_the_kit_catches_a_broken_sampler_and_says_what_to_fix(methods, message)
     assert "sampler 'kit-square'" in str(info.value)
 
 
+class Walk(Square):
+    """A stateful sampler: each batch continues from where the last one ended (like MCMC chains)."""
+
+    name = "kit-walk"
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.position = torch.zeros(2)
+
+    def sample(self, n, generator, device):
+        steps = torch.randn(n, 2, generator=generator, device=device)
+        out = self.position.to(device) + steps.cumsum(0)
+        self.position = out[-1].cpu()
+        return out
+
+    log_prob = Sampler.log_prob  # no density
+
+    def state_dict(self):
+        return {"position": self.position}
+
+    def load_state_dict(self, state):
+        self.position = state["position"].cpu()
+
+
+def test_the_kit_checks_that_a_stateful_sampler_resumes_where_it_stopped():
+    check_sampler(Walk)
+    forgetful = broken(Walk, state_dict=lambda self: {})
+    with pytest.raises(AssertionError, match="loaded with state_dict\\(\\) draws differently") as info:
+        check_sampler(forgetful)
+    assert "chain positions, cursors" in str(info.value)
+    unsaveable = broken(Walk, state_dict=lambda self: {"position": object()})
+    with pytest.raises(AssertionError, match="does not survive a checkpoint"):
+        check_sampler(unsaveable)
+
+
 def test_the_kit_requires_the_base_constructor_to_run():
     def no_super(self, **kw):
         self.shape = (2,)

@@ -170,15 +170,20 @@ def test_pause_step_resume_and_stop_controls(tmp_path):
     assert store.load_checkpoint()["step"] == trainer.p.step
 
 
-def test_resuming_from_a_checkpoint_continues_the_same_trajectory(tmp_path):
-    full, _ = train({**FAST, "steps": 60})
-    half = Trainer(Pipeline(parse_spec({**FAST, "steps": 30})), config=TrainerConfig(snapshot_hz=0))
+@pytest.mark.parametrize("data", ["ring8", {"name": "metropolis-hastings", "chains": 16, "burn_in": 20}],
+                         ids=["stateless-data", "markov-chain-data"])
+def test_resuming_from_a_checkpoint_continues_the_same_trajectory(tmp_path, data):
+    # A Metropolis-Hastings data sampler carries its chains between batches: the checkpoint must
+    # carry them too, or the resumed run restarts its chains (burn-in again) and drifts away.
+    spec = {**FAST, "data": data}
+    full, _ = train({**spec, "steps": 60})
+    half = Trainer(Pipeline(parse_spec({**spec, "steps": 30})), config=TrainerConfig(snapshot_hz=0))
     half.run()
     state = half.p.state_dict()
     buf = tmp_path / "c.pt"
     torch.save(state, buf)
     loaded = torch.load(buf, weights_only=True)
-    rest = Pipeline(parse_spec({**FAST, "steps": 60}))
+    rest = Pipeline(parse_spec({**spec, "steps": 60}))
     rest.load_state_dict(loaded)
     trainer = Trainer(rest, config=TrainerConfig(snapshot_hz=0))
     trainer.run()

@@ -1,7 +1,9 @@
-"""check_sampler: shapes, dtype, device, seeds, and an exact log_prob / cdf when there is one."""
+"""check_sampler: shapes, dtype, device, seeds, state that survives a checkpoint, and an exact
+log_prob / cdf when there is one."""
 
 from __future__ import annotations
 
+import io
 import math
 from typing import Any, Mapping
 
@@ -9,6 +11,7 @@ import torch
 from torch import Tensor
 
 from explorer.components import Sampler
+from explorer.device import tree_to_device
 from explorer.testing._base import N, _build, _Fail, _finite, _gen, _merged, _own_rng, _same_device
 
 
@@ -16,7 +19,9 @@ from explorer.testing._base import N, _build, _Fail, _finite, _gen, _merged, _ow
 def check_sampler(cls: type[Sampler], device: str | torch.device = "cpu", params: Mapping[str, Any] | None = None,
                   **kw: Any) -> Sampler:
     """A sampler draws float32 ``[n, *shape]`` on ``device`` from the given generator only (a seed
-    reproduces it; torch's global RNG is untouched); ``log_prob`` (when defined) is ``[n]``, finite on
+    reproduces it; torch's global RNG is untouched); ``state_dict`` survives ``torch.save`` /
+    ``torch.load(weights_only=True)`` and a fresh instance loaded with it continues the same stream
+    (what a resumed run relies on); ``log_prob`` (when defined) is ``[n]``, finite on
     samples and, in 1-D and 2-D, integrates to 1; 1-D ``cdf``/``icdf`` agree. Returns the instance."""
     fail, device = _Fail(cls), torch.device(device)
     params = _merged(params, kw)
@@ -46,6 +51,7 @@ def check_sampler(cls: type[Sampler], device: str | torch.device = "cpu", params
                    f"bounds {s.bounds!r} are not (low, high) pairs with low < high")
         if s.data_kind in ("1d", "2d"):
             fail.check(len(s.bounds) == s.shape[0], f"bounds has {len(s.bounds)} ranges for {s.shape[0]} dimensions")
+    _check_state(cls, params, s, device, fail)
     stats = s.stats()
     fail.check(isinstance(stats, Mapping) and all(isinstance(k, str) for k in stats), "stats() must return {str: float}")
     for k, v in stats.items():
@@ -63,6 +69,33 @@ def check_sampler(cls: type[Sampler], device: str | torch.device = "cpu", params
     if s.data_kind == "1d" and type(s).cdf is not Sampler.cdf:
         _check_cdf(s, x, fail)
     return s
+
+
+def _check_state(cls: type[Sampler], params: Mapping[str, Any], s: Sampler, device: torch.device, fail: _Fail) -> None:
+    state = s.state_dict()
+    fail.check(isinstance(state, Mapping), f"state_dict() returned {type(state).__name__}, not a dict")
+    buf = io.BytesIO()
+    try:
+        torch.save(dict(state), buf)
+        buf.seek(0)
+        loaded = torch.load(buf, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any failure here is the plugin's
+        fail.check(False, f"state_dict() does not survive a checkpoint: {type(exc).__name__}: {exc}",
+                   "keep state_dict() to tensors, numbers and strings")
+        return
+    fresh = cls(**params)
+    if loaded:  # as a resumed run does: an empty state is never loaded
+        try:
+            fresh.load_state_dict(tree_to_device(loaded, device))
+        except Exception as exc:  # noqa: BLE001
+            fail.check(False, f"load_state_dict(state_dict()) raised {type(exc).__name__}: {exc}",
+                       "load_state_dict must accept what state_dict returned")
+    continued = s.sample(N, _gen(3, device), device)
+    resumed = fresh.sample(N, _gen(3, device), device)
+    fail.check(torch.equal(continued, resumed),
+               "a fresh instance loaded with state_dict() draws differently from the instance that saved it",
+               "put everything sample() carries between calls (chain positions, cursors) into state_dict() "
+               "and restore it in load_state_dict()")
 
 
 def _check_log_prob(s: Sampler, x: Tensor, device: torch.device, fail: _Fail) -> None:
