@@ -102,17 +102,20 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_runs(args: argparse.Namespace) -> int:
-    from explorer.runs import list_runs
+    from explorer.runs import list_runs, runs_root
 
     runs = list_runs(args.root)
+    base = runs_root(args.root)
     if args.json:
         print(json.dumps([{**r.__dict__, "path": str(r.path)} for r in runs], indent=2, default=str))
         return 0
     if not runs:
         print("no runs yet (genex run SPEC makes one)")
     for r in runs:
+        # runs inside a comparison are named by their path under the runs folder, which open_run accepts
+        rid = r.path.relative_to(base).as_posix() if r.path.is_relative_to(base) else r.id
         comps = " ".join(f"{k}={v}" for k, v in r.components.items())
-        print(f"{r.id:<48} {r.status:<11} {r.step:>7}/{r.total_steps:<7} {comps}")
+        print(f"{rid:<48} {r.status:<11} {r.step:>7}/{r.total_steps:<7} {comps}")
     return 0
 
 

@@ -237,19 +237,6 @@ def labels_for_specs(specs: Mapping[str, Mapping[str, Any]], max_fields: int = 3
     return {k: (v if counts[v] == 1 else f"{v} ({k})") for k, v in labels.items()}
 
 
-def history(root: str | Path | None = None) -> list[RunStore]:
-    """Every run folder in the runs folder, including the runs inside ``genex compare`` output folders."""
-    from explorer.runs import iter_runs
-
-    base = runs_root(root)
-    stores = list(iter_runs(root))
-    if base.is_dir():
-        for folder in sorted(base.iterdir()):
-            if folder.is_dir() and (folder / "compare.json").is_file() and (folder / "runs").is_dir():
-                stores += list(iter_runs(folder / "runs"))
-    return stores
-
-
 def infer_kind(arrays: Any) -> str:
     """The snapshot kind of saved arrays (1d, 2d, image, vector) from what they hold."""
     files = set(arrays.files) if hasattr(arrays, "files") else set(arrays)

@@ -276,26 +276,33 @@ def _npy_bytes(arr: np.ndarray) -> bytes:
     return bio.getvalue()
 
 
-def iter_runs(root: str | Path | None = None) -> Iterator[RunStore]:
+def iter_runs(root: str | Path | None = None, comparisons: bool = False) -> Iterator[RunStore]:
+    """Every run folder in the runs folder; with ``comparisons``, also the runs inside ``genex compare``
+    output folders kept there (``<root>/<comparison>/runs/<run>``)."""
     base = runs_root(root)
     if not base.exists():
         return
     for path in sorted(base.iterdir()):
         if path.is_dir() and (path / "spec.json").exists():
             yield RunStore(path)
+    if comparisons:
+        for folder in sorted(base.iterdir()):
+            if folder.is_dir() and (folder / "compare.json").is_file() and (folder / "runs").is_dir():
+                yield from iter_runs(folder / "runs")
 
 
-def list_runs(root: str | Path | None = None) -> list[RunSummary]:
-    """Every run in the folder, newest first."""
-    return sorted((s.summary() for s in iter_runs(root)), key=lambda r: r.created, reverse=True)
+def list_runs(root: str | Path | None = None, comparisons: bool = True) -> list[RunSummary]:
+    """Every run in the folder (and, with ``comparisons``, in the comparisons kept there), newest first."""
+    return sorted((s.summary() for s in iter_runs(root, comparisons)), key=lambda r: r.created, reverse=True)
 
 
 def open_run(run_id: str, root: str | Path | None = None) -> RunStore:
-    """A run by id (its folder name) or by path."""
+    """A run by id (its folder name), by its path relative to the runs folder (``<comparison>/runs/<run>``,
+    as ``genex runs`` prints runs inside comparisons) or by path."""
     p = Path(run_id)
     if p.is_dir() and (p / "spec.json").exists():
         return RunStore(p)
-    if not RUN_ID_RE.match(run_id):
+    if not all(RUN_ID_RE.match(part) for part in run_id.split("/")):
         raise RunNotFound(f"{run_id!r} is not a valid run id")
     path = runs_root(root) / run_id
     if not (path / "spec.json").exists():

@@ -15,7 +15,7 @@ from explorer import compare
 from explorer.cli import main
 from explorer.errors import SpecError
 from explorer.pipeline import Pipeline
-from explorer.runs import RunStore
+from explorer.runs import RunStore, iter_runs, open_run
 
 TINY = {
     "name": "tiny", "data": "ring8", "objective": "nonsaturating", "steps": 20, "batch_size": 32, "log_every": 5,
@@ -139,8 +139,14 @@ def test_genex_compare_trains_every_run_and_writes_tables_picture_and_run_folder
     real = {k: np.load(s.path / "samples" / "step_0000010.npz")["real"] for k, s in by.items()}
     assert np.array_equal(real[("minimax", 0)], real[("nonsaturating", 0)])
     assert not np.array_equal(real[("minimax", 0)], real[("minimax", 1)])
-    # the runs are in the history, inside their comparison folder
-    assert {s.path for s in compare.history(tmp_path)} >= set(folders)
+    # the runs are in the history, inside their comparison folder: the Runs page and `genex runs`
+    # list them by their path under the runs folder, and that path opens them
+    assert {s.path for s in iter_runs(tmp_path, comparisons=True)} >= set(folders)
+    capsys.readouterr()
+    assert main(["runs", "--root", str(tmp_path)]) == 0
+    listed = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
+    assert sorted(listed) == sorted(f.relative_to(tmp_path).as_posix() for f in folders)
+    assert open_run(listed[0], tmp_path).path in folders
 
 
 def test_genex_compare_rejects_a_bad_vary_with_one_message(tmp_path, capsys):

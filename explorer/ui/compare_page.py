@@ -15,7 +15,7 @@ import streamlit as st
 
 from explorer import compare
 from explorer.errors import ExplorerError
-from explorer.runs import ACTIVE, RunStore, open_run
+from explorer.runs import ACTIVE, RunStore, iter_runs, open_run
 from explorer.spec import SLOTS, resolve
 from explorer.ui import charts, state, urlspec, views
 from explorer.ui.presets import load_presets
@@ -134,7 +134,7 @@ with st.container(border=True):
                                        "vary": [f"{f}={','.join(map(str, vals))}" for f, vals in varies]})
 
 with st.expander("…or compare runs from the history"):
-    stores = {s.id: s for s in compare.history()}
+    stores = {s.id: s for s in iter_runs(comparisons=True)}
     summaries = {k: s.summary() for k, s in stores.items()}
     options = [k for k, s in sorted(summaries.items(), key=lambda kv: -kv[1].created) if s.status not in ("queued",)]
     picked = st.multiselect("runs", options, key="cmp.history",

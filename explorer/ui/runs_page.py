@@ -19,7 +19,7 @@ import tomli_w
 
 from explorer import archive, compare
 from explorer.errors import ExplorerError
-from explorer.runs import ACTIVE, RunStore, runs_root
+from explorer.runs import ACTIVE, RunStore, iter_runs, runs_root
 from explorer.spec import parse_value
 from explorer.ui import charts, state, urlspec, views
 
@@ -65,7 +65,7 @@ with st.expander("Import a run archive (.zip or .tar.gz)"):
 _flash()
 
 # -- the table ---------------------------------------------------------------------------------------
-stores = {str(s.path.relative_to(root)): s for s in compare.history(root)}
+stores = {str(s.path.relative_to(root)): s for s in iter_runs(root, comparisons=True)}
 rows = []
 for key, s in stores.items():
     summ = s.summary()
