@@ -120,9 +120,10 @@ class Pipeline:
             self.noise_gen.set_state(state["rng"]["noise"].cpu())
             if "objective" in state["rng"]:
                 self.objective.generator.set_state(state["rng"]["objective"].cpu())
+            spec = self.spec.to_dict()
             for slot, sampler in (("data", self.data), ("latent", self.latent)):
                 saved = state.get("samplers", {}).get(slot)
-                if saved and state["spec"].get(slot) == self.spec.to_dict().get(slot):
+                if saved and state["spec"].get(slot) == spec.get(slot):
                     try:
                         sampler.load_state_dict(tree_to_device(saved, self.device))
                     except (ValueError, KeyError, TypeError):
