@@ -1,8 +1,15 @@
-"""RunManager: trains runs in background threads, shared by the whole server (or the CLI).
+"""RunManager: supervises the runs of a server (or of `genex compare`), each in a worker process.
 
 It owns every run it starts (a closed browser tab never orphans one: any page can find and stop
 it), caps how many train at once (``GENEX_MAX_RUNS``; the rest queue and start fairly, taking turns
-across owners), and persists each run through its RunStore.
+across owners), and steers each run over its worker's control channel (:mod:`explorer.worker`);
+the worker writes the run folder, and its progress (status, log records, the latest snapshot)
+streams back into the run's :class:`~explorer.training.RunState` for the pages to read.
+
+Runs train in worker processes when the plugins can be loaded there, that is when the manager
+uses the installed plugins. A registry built in code (a test, a notebook) exists only in this
+process, so its runs train in threads here instead (``backend="thread"``, also selectable with
+``GENEX_WORKERS=thread``).
 """
 
 from __future__ import annotations
@@ -11,115 +18,42 @@ import copy
 import os
 import threading
 import time
-import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
 from explorer.errors import ExplorerError, SpecError
-from explorer.pipeline import Pipeline
-from explorer.registry import Registry, get_registry
-from explorer.render import snapshot_png
+from explorer.execute import execute, run_foreground  # noqa: F401  (run_foreground: the CLI's entry, kept here)
+from explorer.registry import Registry, get_registry, is_installed
 from explorer.runs import ACTIVE, RunStore, open_run
-from explorer.snapshots import snapshot_arrays
 from explorer.spec import Spec, resolve, set_path
-from explorer.training import RunState, Trainer, TrainerConfig
+from explorer.training import RunState, TrainerConfig
+from explorer.worker import Steering, Worker, WorkerPool, exit_cause
 
-_live: set[str] = set()
-_live_lock = threading.Lock()
-HEARTBEAT_EVERY_S = 2.0
-
-
-def live_run_ids() -> set[str]:
-    """Run ids being trained by this process right now."""
-    with _live_lock:
-        return set(_live)
-
-
-def attach_store(trainer: Trainer, store: RunStore) -> None:
-    """Persist a trainer's logs, metrics, snapshots and checkpoints into its run folder."""
-    last_beat = [0.0]
-
-    def on_log(tr: Trainer, record: dict[str, Any]) -> None:
-        store.append_metrics(record)
-        now = time.monotonic()
-        if now - last_beat[0] > HEARTBEAT_EVERY_S:
-            last_beat[0] = now
-            store.write_status(tr.state.status, step=record["step"], steps_per_s=record.get("steps_per_s"))
-
-    def on_metrics(tr: Trainer, record: dict[str, Any]) -> None:
-        store.append_metrics(record)
-
-    def on_snapshot(tr: Trainer, snap: Any, save: bool) -> None:
-        if save:
-            store.save_snapshot(snap.step, snap.fake, snapshot_png(snap, f"{tr.spec.short_name()} - step {snap.step}"), snapshot_arrays(snap))
-
-    def on_checkpoint(tr: Trainer) -> None:
-        store.save_checkpoint(tr.p.state_dict())
-
-    trainer.add_callback("log", on_log)
-    trainer.add_callback("metrics", on_metrics)
-    trainer.add_callback("snapshot", on_snapshot)
-    trainer.add_callback("checkpoint", on_checkpoint)
-    trainer.cache_dir = str(store.path.parent / ".cache")  # type: ignore[attr-defined]
-
-
-def execute(store: RunStore, spec: Spec, state: RunState, registry: Registry | None = None,
-            resume_state: dict[str, Any] | None = None, resume_optimizers: bool = True,
-            on_trainer: Callable[[Trainer], None] | None = None, config: TrainerConfig | None = None,
-            pipeline: Pipeline | None = None) -> str:
-    """Build the pipeline and train it in the calling thread, recording everything in ``store``.
-
-    Any failure (a bad spec, a plugin raising, a non-finite loss) marks the run failed with a clear
-    message; nothing is raised, nothing already written is lost.
-    """
-    with _live_lock:
-        _live.add(store.id)
-    trainer: Trainer | None = None
-    try:
-        pipeline = pipeline or Pipeline(spec, registry)
-        if resume_state is not None:
-            pipeline.load_state_dict(resume_state, optimizers=resume_optimizers, rng=resume_optimizers)
-        trainer = Trainer(pipeline, state, config)
-        attach_store(trainer, store)
-        if on_trainer is not None:
-            on_trainer(trainer)
-        store.write_status("running", run_id=store.id, device=state.device, step=pipeline.step, started=time.time())
-        status = trainer.run()
-        store.write_status(status, step=pipeline.step, error=state.error, finished=time.time(),
-                           final_metrics=dict(trainer.last_metrics))
-        return status
-    except Exception as exc:
-        if isinstance(exc, ExplorerError):
-            msg = str(exc)
-        else:
-            msg = (trainer.describe_failure(exc) if trainer else f"{type(exc).__name__}: {exc}")
-        state.update(status="failed", error=msg)
-        store.write_status("failed", error=msg, traceback=traceback.format_exc())
-        return "failed"
-    finally:
-        with _live_lock:
-            _live.discard(store.id)
+BACKENDS = ("process", "thread")
 
 
 @dataclass
 class ManagedRun:
-    """A run the manager owns: its folder, spec, live state and (once built) its trainer."""
+    """A run the manager owns: its folder, spec, live state (a copy fed by its worker) and its channel."""
 
     id: str
     store: RunStore
     spec: Spec
     state: RunState
     owner: str
-    resume_state: dict[str, Any] | None = None
+    resume_from: Path | None = None  # the run folder whose checkpoint the run starts from (resume, fork)
     resume_optimizers: bool = True
-    trainer: Trainer | None = None
-    thread: threading.Thread | None = None
     queued_at: float = field(default_factory=time.time)
     start_paused: bool = False
     stop_requested: bool = False
+    backend: str = "process"
+    worker: Worker | None = None
+    steering: Steering | None = None
+    thread: threading.Thread | None = None  # the worker's reader, or the training thread
+    pending: list[tuple[Any, ...]] = field(default_factory=list)  # commands sent before it started
 
     @property
     def status(self) -> str:
@@ -130,6 +64,19 @@ class ManagedRun:
     def active(self) -> bool:
         return self.status in ACTIVE
 
+    @property
+    def started(self) -> bool:
+        return self.worker is not None or self.steering is not None
+
+    def command(self, *cmd: Any) -> None:
+        """Send a control command (pause, resume, step, stop); held until the run starts."""
+        if self.worker is not None:
+            self.worker.send(*cmd)
+        elif self.steering is not None:
+            self.steering.command(cmd)
+        else:
+            self.pending.append(cmd)
+
 
 def default_max_runs() -> int:
     env = os.environ.get("GENEX_MAX_RUNS")
@@ -139,19 +86,36 @@ def default_max_runs() -> int:
 
 
 class RunManager:
-    """Starts, queues, steers and forgets runs; safe to call from many Streamlit sessions at once."""
+    """Starts, queues, steers and forgets runs; safe to call from many Streamlit sessions at once.
+
+    ``backend`` is ``"process"`` (a worker process per run; the default where the plugins can be
+    loaded in one) or ``"thread"``; ``warm`` worker processes are kept started ahead of need.
+    """
 
     def __init__(self, root: str | Path | None = None, max_concurrent: int | None = None,
-                 registry: Registry | None = None, config: TrainerConfig | None = None):
+                 registry: Registry | None = None, config: TrainerConfig | None = None,
+                 backend: str | None = None, warm: int = 0):
         self.root = root
         self.max_concurrent = max_concurrent or default_max_runs()
         self.registry = registry
         self.config = config
+        backend = backend or os.environ.get("GENEX_WORKERS") or "process"
+        if backend not in BACKENDS:
+            raise ExplorerError(f"unknown run backend {backend!r}; choose one of: {', '.join(BACKENDS)} (GENEX_WORKERS)")
+        self.backend = backend
         self._runs: dict[str, ManagedRun] = {}
         self._queue: list[str] = []
-        self._training: set[str] = set()  # ids whose thread is training now
+        self._training: set[str] = set()  # ids whose worker (or thread) is training now
         self._served: dict[str, float] = {}  # owner -> when a run of theirs last started
         self._lock = threading.RLock()
+        self._pool = WorkerPool(warm if backend == "process" else 0)
+
+    def _backend_for_run(self) -> str:
+        """Worker processes load the installed plugins; a registry built in code lives only here."""
+        if self.backend == "thread":
+            return "thread"
+        registry = self.registry or get_registry()
+        return "process" if is_installed(registry) else "thread"
 
     # -- starting -------------------------------------------------------------------------------------
     def start(self, spec: Spec, owner: str = "cli", parent: dict[str, Any] | None = None,
@@ -162,6 +126,7 @@ class RunManager:
         return self._enqueue(run)
 
     def _enqueue(self, run: ManagedRun) -> ManagedRun:
+        run.backend = self._backend_for_run()
         with self._lock:
             self._runs[run.id] = run
             self._queue.append(run.id)
@@ -188,27 +153,78 @@ class RunManager:
                     run.state.update(status="stopped")
                     run.store.write_status("stopped")
                     continue
-                run.thread = threading.Thread(target=self._work, args=(run,), name=f"genex-run-{run.id}", daemon=True)
                 self._training.add(run.id)
                 self._served[run.owner] = time.monotonic()
-                run.thread.start()
+                try:
+                    self._launch(run)
+                except Exception as exc:  # e.g. no process could be started (out of memory, too many processes)
+                    self._training.discard(run.id)
+                    self._fail(run, f"could not start the run's worker: {type(exc).__name__}: {exc}")
+                    continue
                 running.append(run)
 
-    def _work(self, run: ManagedRun) -> None:
-        def hold(trainer: Trainer) -> None:
-            run.trainer = trainer
-            if run.start_paused:
-                trainer.pause()
-            if run.stop_requested:
-                trainer.stop()
+    def _launch(self, run: ManagedRun) -> None:
+        """Start ``run``: hand it to a worker process (or a thread), then pass on the commands it got while queued."""
+        if run.backend == "process":
+            run.worker = self._pool.take()
+            run.worker.send("job", {
+                "path": str(run.store.path), "spec": run.spec.to_dict(), "paused": run.start_paused,
+                "resume_from": str(run.resume_from) if run.resume_from else None,
+                "resume_optimizers": run.resume_optimizers, "share": self.max_concurrent,
+                "config": vars(self.config) if self.config is not None else {},
+            })
+            target = self._supervise
+        else:
+            run.steering = Steering(paused=run.start_paused)
+            target = self._train_here
+        for cmd in run.pending:
+            run.command(*cmd)
+        run.pending.clear()
+        run.thread = threading.Thread(target=target, args=(run,), name=f"genex-run-{run.id}", daemon=True)
+        run.thread.start()
 
+    def _supervise(self, run: ManagedRun) -> None:
+        """Read a worker's events into the run's state until the worker ends; if it died, say why."""
+        worker = run.worker
+        assert worker is not None
+        done = None
+        while (msg := worker.recv()) is not None:
+            kind = msg[0]
+            if kind == "state":
+                run.state.update(**msg[1])
+            elif kind == "record":
+                run.state.add_record(msg[1])
+            elif kind == "snapshot":
+                run.state.update(snapshot=msg[1])
+            elif kind == "done":
+                done = msg
+        returncode = worker.wait(10)
+        worker.close()
+        if done is None:
+            where = f" at step {run.state.step:,}" if run.state.step else ""
+            self._fail(run, f"{exit_cause(returncode)}{where}. Everything up to its last checkpoint is kept: "
+                            "resume it from the Runs page.")
+        elif run.state.status in ACTIVE:  # the worker said it ended; trust that over a lost state message
+            run.state.update(status=done[1], error=done[2])
+        self._finished(run)
+
+    def _train_here(self, run: ManagedRun) -> None:
+        assert run.steering is not None
         try:
-            execute(run.store, run.spec, run.state, self.registry, run.resume_state, run.resume_optimizers, hold, self.config)
+            execute(run.store, run.spec, run.state, self.registry, resume_from=run.resume_from,
+                    resume_optimizers=run.resume_optimizers, on_trainer=run.steering.attach, config=self.config)
         finally:
-            run.resume_state = None
-            with self._lock:
-                self._training.discard(run.id)
-                self._schedule()
+            self._finished(run)
+
+    def _finished(self, run: ManagedRun) -> None:
+        with self._lock:
+            self._training.discard(run.id)
+            self._schedule()
+
+    @staticmethod
+    def _fail(run: ManagedRun, message: str) -> None:
+        run.state.update(status="failed", error=message)
+        run.store.write_status("failed", error=message, step=run.state.step)
 
     # -- steering -------------------------------------------------------------------------------------
     def get(self, run_id: str) -> ManagedRun:
@@ -223,31 +239,38 @@ class RunManager:
 
     def stop(self, run_id: str) -> None:
         run = self.get(run_id)
-        run.stop_requested = True
         with self._lock:
+            run.stop_requested = True
             if run_id in self._queue:
                 self._queue.remove(run_id)
                 run.state.update(status="stopped")
                 run.store.write_status("stopped")
-        if run.trainer is not None:
-            run.trainer.stop()
+                return
+            run.command("stop")
 
     def pause(self, run_id: str) -> None:
         run = self.get(run_id)
-        run.start_paused = True
-        if run.trainer is not None:
-            run.trainer.pause()
+        with self._lock:
+            run.start_paused = True
+            if run.started:
+                run.command("pause")
+                if run.status == "running":
+                    run.state.update(status="paused")  # the worker confirms; the page need not wait for it
 
     def resume(self, run_id: str) -> None:
         run = self.get(run_id)
-        run.start_paused = False
-        if run.trainer is not None:
-            run.trainer.resume()
+        with self._lock:
+            run.start_paused = False
+            if run.started:
+                run.command("resume")
+                if run.status == "paused":
+                    run.state.update(status="running")
 
     def step(self, run_id: str, n: int = 1) -> None:
+        """Train ``n`` steps, then pause (a queued run does so as soon as it starts)."""
         run = self.get(run_id)
-        if run.trainer is not None:
-            run.trainer.step_once(n)
+        with self._lock:
+            run.command("step", int(n))
 
     def stop_all(self, owner: str | None = None, wait: float = 0.0) -> None:
         for run in self.runs(owner):
@@ -257,6 +280,11 @@ class RunManager:
         for run in self.runs(owner):
             if run.thread is not None:
                 run.thread.join(max(0.0, deadline - time.time()))
+
+    def close(self, wait: float = 10.0) -> None:
+        """Stop every run cleanly (checkpoints kept, resumable) and end the spare workers."""
+        self.stop_all(None, wait)
+        self._pool.close()
 
     def forget(self, run_id: str) -> None:
         """Drop a finished run from memory (its folder stays)."""
@@ -274,13 +302,16 @@ class RunManager:
                 raise ExplorerError(f"run {run_id} is still running")
         ckpt = store.load_checkpoint(map_location="cpu")
         raw = store.read_spec()
+        step = int(ckpt.get("step", 0))
+        del ckpt  # the run loads it itself when it starts
         if extra_steps:
-            raw["steps"] = int(ckpt.get("step", 0)) + int(extra_steps)
+            raw["steps"] = step + int(extra_steps)
         spec = resolve(raw, self.registry or get_registry())
-        if int(ckpt.get("step", 0)) >= spec.steps:
+        if step >= spec.steps:
             raise ExplorerError(f"run {run_id} already reached its {spec.steps} steps; ask for more steps to continue it")
         store.write_status("queued", total_steps=spec.steps)
-        run = ManagedRun(store.id, store, spec, RunState(spec.steps), owner, resume_state=ckpt)
+        run = ManagedRun(store.id, store, spec, RunState(spec.steps), owner, resume_from=store.path)
+        run.state.update(step=step)
         return self._enqueue(run)
 
     def fork(self, run_id: str, changes: dict[str, Any], owner: str = "cli", name: str | None = None) -> ManagedRun:
@@ -297,21 +328,13 @@ class RunManager:
             set_path(raw, path, value)
         spec = resolve(raw, self.registry or get_registry())
         step = int(ckpt.get("step", 0))
+        del ckpt
         if step >= spec.steps:
             raise SpecError("steps", f"the fork starts at step {step}; set steps above that (e.g. {step + 1000})")
         same_optim = raw.get("optim") == parent_store.read_spec().get("optim")
         parent = {"run": parent_store.id, "step": step}
         store = RunStore.create(spec.to_dict(), self.root, name=name or f"{spec.short_name()}-fork", parent=parent)
-        run = ManagedRun(store.id, store, spec, RunState(spec.steps), owner, resume_state=ckpt, resume_optimizers=same_optim)
+        run = ManagedRun(store.id, store, spec, RunState(spec.steps), owner, resume_from=parent_store.path,
+                         resume_optimizers=same_optim)
+        run.state.update(step=step)
         return self._enqueue(run)
-
-
-def run_foreground(spec: Spec, out: str | Path | None = None, root: str | Path | None = None,
-                   registry: Registry | None = None, progress: Callable[[Trainer], None] | None = None,
-                   config: TrainerConfig | None = None) -> tuple[RunStore, RunState]:
-    """Train one spec in the calling thread (the CLI): returns its store and final state."""
-    pipeline = Pipeline(spec, registry)  # a spec that cannot be built fails here, before any folder is made
-    store = RunStore.create(spec.to_dict(), root, name=spec.short_name(), out=out)
-    state = RunState(spec.steps)
-    execute(store, spec, state, registry, on_trainer=progress, config=config, pipeline=pipeline)
-    return store, state

@@ -413,19 +413,29 @@ def _version(dist: str) -> str | None:
 
 _lock = threading.Lock()
 _registry: Registry | None = None
+_swapped = False  # the process-wide registry was set in code (set_registry), not loaded from the installed plugins
 
 
 def get_registry(reload: bool = False) -> Registry:
     """The process-wide registry of installed plugins, loaded once."""
-    global _registry
+    global _registry, _swapped
     with _lock:
         if _registry is None or reload:
             _registry = Registry().load_installed()
+            _swapped = False
         return _registry
 
 
 def set_registry(registry: Registry | None) -> None:
     """Replace the process-wide registry (tests)."""
-    global _registry
+    global _registry, _swapped
     with _lock:
         _registry = registry
+        _swapped = registry is not None
+
+
+def is_installed(registry: Registry) -> bool:
+    """Whether ``registry`` is the one loaded from the installed plugins, which another process (a
+    worker) can load again; one set in code may hold plugins that exist only in this process."""
+    with _lock:
+        return registry is _registry and not _swapped

@@ -18,6 +18,7 @@ import json
 import os
 import re
 import socket
+import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -30,6 +31,8 @@ import torch
 from explorer.errors import ExplorerError, RunNotFound
 
 HEARTBEAT_STALE_S = 120.0
+_live: set[str] = set()  # run ids this process is writing right now (a thread of this process trains them)
+_live_lock = threading.Lock()
 ACTIVE = ("queued", "running", "paused")
 RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,120}$")
 
@@ -64,6 +67,18 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-")[:60] or "run"
 
 
+def mark_live(run_id: str, live: bool = True) -> None:
+    """Record that this process is (or no longer is) writing the run ``run_id``."""
+    with _live_lock:
+        (_live.add if live else _live.discard)(run_id)
+
+
+def live_run_ids() -> set[str]:
+    """Run ids being trained by this process right now."""
+    with _live_lock:
+        return set(_live)
+
+
 def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -95,6 +110,7 @@ class RunStore:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        self._status_lock = threading.RLock()  # a heartbeat thread and the trainer both rewrite status.json
 
     @property
     def id(self) -> str:
@@ -130,14 +146,17 @@ class RunStore:
 
     # -- status -----------------------------------------------------------------------------------
     def write_status(self, status: str, **fields: Any) -> None:
-        current = self._read_json("status.json") or {}
-        current.update(fields)
-        current.update(status=status, pid=os.getpid(), host=socket.gethostname(), heartbeat=time.time())
-        atomic_write_json(self.path / "status.json", current)
+        with self._status_lock:
+            current = self._read_json("status.json") or {}
+            current.update(fields)
+            current.update(status=status, pid=os.getpid(), host=socket.gethostname(), heartbeat=time.time())
+            atomic_write_json(self.path / "status.json", current)
 
     def heartbeat(self, **fields: Any) -> None:
-        current = self._read_json("status.json") or {}
-        self.write_status(current.get("status", "running"), **fields)
+        """Rewrite the status as it is, with a fresh heartbeat (a paused run's process shows it is alive)."""
+        with self._status_lock:
+            current = self._read_json("status.json") or {}
+            self.write_status(current.get("status", "running"), **fields)
 
     def read_status(self) -> dict[str, Any]:
         """The status, with ``interrupted`` when a run marked active has no live process behind it."""
@@ -158,8 +177,6 @@ class RunStore:
         if not isinstance(pid, int) or not pid_alive(pid):
             return True
         if pid == os.getpid():
-            from explorer.manager import live_run_ids
-
             return st.get("run_id", None) is not None and st["run_id"] not in live_run_ids()
         return time.time() - float(st.get("heartbeat", 0)) > HEARTBEAT_STALE_S
 

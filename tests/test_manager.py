@@ -28,7 +28,8 @@ def wait(pred, timeout=60.0):
 
 @pytest.fixture
 def manager(tmp_path):
-    mgr = RunManager(root=tmp_path, max_concurrent=1, config=TrainerConfig(snapshot_hz=5))
+    # the queueing logic is the same for both backends; the thread one starts runs fastest (test_workers.py covers processes)
+    mgr = RunManager(root=tmp_path, max_concurrent=1, config=TrainerConfig(snapshot_hz=5), backend="thread")
     yield mgr
     mgr.stop_all(wait=20)
 

@@ -7,8 +7,6 @@ a message meant for the user (a spec or device error) is kept for the next draw.
 
 from __future__ import annotations
 
-import time
-
 import streamlit as st
 
 from explorer.device import pick_device
@@ -61,27 +59,15 @@ def on_pause_resume(run_id: str) -> None:
         state.get_manager().pause(run_id)
 
 
-def _wait_for_trainer(run_id: str, timeout: float = 3.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        run = state.live_run(run_id)
-        if run is None or run.trainer is not None or not run.active:
-            return run is not None and run.trainer is not None
-        time.sleep(0.05)
-    return False
-
-
 def on_step(spec: Spec | None, run_id: str | None) -> None:
-    """Train ``n`` steps, then pause. With no live run, start one paused at step 0 first."""
+    """Train ``n`` steps, then pause. With no live run, start one paused at step 0 first (a queued run
+    takes its steps as soon as it starts)."""
     n = int(st.session_state.get(STEP_N_KEY, 1))
     run = state.live_run(run_id)
     if run is None or not run.active:
         run_id = _start(spec, paused=True)
         if run_id is None:
             return
-    if not _wait_for_trainer(run_id):
-        flash("info", "The run is still queued behind others; Step applies once it starts.")
-        return
     state.get_manager().step(run_id, n)
 
 

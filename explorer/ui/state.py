@@ -23,18 +23,21 @@ OWNER_KEY = "genex.owner"
 RUNS_KEY = "genex.my_runs"
 CURRENT_KEY = "genex.current_run"
 QUERY_RUN = "run"
-POLL_S = 1.0  # the Train page redraws a live run about this often; the trainer snapshots no faster
+POLL_S = 0.5  # the Train page redraws a live run about this often
+SNAPSHOT_HZ = 2.0  # live snapshots a worker sends per second at most (one per redraw)
 
 
 @st.cache_resource(show_spinner=False)
 def get_manager() -> RunManager:
     """The RunManager shared by every session of this server. Runs go to ``$GENEX_RUNS_DIR`` or ./runs
     (read when each run starts, so tests can point it at a temporary folder)."""
-    manager = RunManager(config=TrainerConfig(snapshot_hz=1.0 / POLL_S))
+    # Each run trains in a worker process of its own (one is kept started ahead of need, so Start trains
+    # at once); the server's threads only read their progress, so watching never slows a run down.
+    manager = RunManager(config=TrainerConfig(snapshot_hz=SNAPSHOT_HZ), warm=1)
     configure_threads(manager.max_concurrent)
-    # When the server stops, stop its runs cleanly (status "stopped", checkpoint kept) rather than
-    # killing their threads mid-step; they can be resumed from the Runs page.
-    atexit.register(manager.stop_all, None, 10.0)
+    # When the server stops, stop its runs cleanly (status "stopped", checkpoint kept); they can be
+    # resumed from the Runs page. (A server killed outright closes the workers' pipes: they stop too.)
+    atexit.register(manager.close, 10.0)
     return manager
 
 
