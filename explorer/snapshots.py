@@ -63,7 +63,7 @@ def _bounds(pipe: "Pipeline", real: np.ndarray, fake: np.ndarray, dims: int) -> 
         flo, fhi = np.percentile(fake[:, d], [1, 99]) if np.isfinite(fake).all() else (lo, hi)
         lo = max(min(lo, flo), lo - span)
         hi = min(max(hi, fhi), hi + span)
-        pad = 0.08 * (hi - lo)
+        pad = 0.25 * (hi - lo)  # generous: the app's view (which holds still between redraws) crops it
         out.append((float(lo - pad), float(hi + pad)))
     return out
 

@@ -401,13 +401,18 @@ def test_views_draw_each_kind_of_snapshot():
     one = Snapshot(0, "1d", rng.normal(size=(100, 1)), rng.normal(size=(100, 1)), {
         "x": x, "p_data": np.exp(-x**2 / 2), "p_g": np.exp(-x**2), "d_star": np.full(200, 0.5),
         "critic": np.full(200, 0.4), "p_data_exact": np.array(1.0), "z": np.linspace(-1, 1, 40), "g_of_z": np.linspace(-2, 2, 40)})
-    assert len(views.view_1d(one).to_dict()["vconcat"]) == 3  # densities, D and D*, the z -> x mapping
+    assert len(views.view_1d(one).spec()["vconcat"]) == 3  # densities, D and D*, the z -> x mapping
     two = Snapshot(0, "2d", rng.normal(size=(100, 2)), rng.normal(size=(100, 2)), {
         "grid_x": np.linspace(-4, 4, 40), "grid_y": np.linspace(-2, 2, 40), "critic": rng.random((40, 40)),
         "manifold": rng.normal(size=(15, 15, 2)), "arrows": rng.normal(size=(100, 2))})
-    spec = views.view_2d(two, views.ViewOptions(arrows=True, height=400)).to_dict()
-    assert len(spec["layer"]) == 4  # heatmap, manifold, points, arrows
-    assert spec["width"] == 400 and spec["height"] == 200  # one unit of x1 as long as one of x2
+    fig = views.view_2d(two, views.ViewOptions(arrows=True, height=400))
+    spec = fig.spec()
+    marks = [layer["mark"]["type"] for layer in spec["layer"]]
+    assert marks == ["image", "point", "line", "circle", "rule", "text"]  # heatmap raster + its key, manifold, points, arrows, note
+    (x0, x1), (y0, y1) = views.domain_2d(two)
+    assert spec["width"] / spec["height"] == pytest.approx((x1 - x0) / (y1 - y0), rel=0.02)  # a unit of x1 as long as one of x2
+    assert max(spec["width"], spec["height"]) == 400
+    assert spec["datasets"]["heat"]["url"][0].startswith("data:image/png;base64,")
     imgs = Snapshot(0, "image", rng.uniform(-1, 1, (64, 1, 8, 8)), rng.uniform(-1, 1, (64, 1, 8, 8)),
                     {"nearest": rng.uniform(-1, 1, (64, 1, 8, 8)), "nearest_dist": rng.random(64)})
     picture, caption = views.images_with_nearest(imgs, rows=8, per_row=7)

@@ -1,13 +1,24 @@
-"""Curves over training steps, from long-form data (run, step, series, value).
+"""Curves over training steps, from long-form data (run, step, series, value), and the cache that
+makes redrawing a live chart cheap.
 
 One chart serves one run or ten: with a single run the colour is the series; with several the
 colour is the run and the dash is the series. The Compare page draws small multiples with the same
 functions.
+
+A live page redraws its charts a few times a second. Building an altair chart and validating it
+against the Vega-Lite schema costs far more than the data it shows (hundreds of milliseconds), so a
+live chart is a :class:`Figure`: a chart built once over *named* datasets, its Vega-Lite spec cached
+by what its shape depends on, and only the data (small DataFrames, sent as Arrow) new on each redraw.
+With an unchanged spec the browser swaps the data in place instead of drawing the chart anew.
 """
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping, Sequence
+import math
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Callable, Hashable, Iterable, Mapping, Sequence
 
 import altair as alt
 import numpy as np
@@ -17,6 +28,41 @@ LOSSES = ("d_loss", "g_loss")
 NOT_SERIES = {"step", "time", "steps_per_s"}
 MAX_POINTS = 500  # per series and run: what a chart sends to the browser stays bounded on long runs
 COLUMNS = ["run", "step", "series", "value"]
+SPEC_CACHE_SIZE = 256
+
+_specs: OrderedDict[Hashable, dict[str, Any]] = OrderedDict()
+_specs_lock = threading.Lock()
+
+
+def cached_spec(key: Hashable, build: Callable[[], Any]) -> dict[str, Any]:
+    """The Vega-Lite spec of ``build()`` (an altair chart over named datasets), built and validated
+    once per ``key`` and then reused (least recently used ones are dropped past SPEC_CACHE_SIZE)."""
+    with _specs_lock:
+        spec = _specs.get(key)
+        if spec is not None:
+            _specs.move_to_end(key)
+            return spec
+    spec = build().to_dict()
+    spec.pop("datasets", None)
+    with _specs_lock:
+        _specs[key] = spec
+        while len(_specs) > SPEC_CACHE_SIZE:
+            _specs.popitem(last=False)
+    return spec
+
+
+@dataclass(frozen=True)
+class Figure:
+    """A chart as a cached spec plus the data it draws: ``key`` names everything the spec depends on,
+    ``build`` makes the altair chart over ``alt.Data(name=...)`` sources, ``datasets`` fills them."""
+
+    key: Hashable
+    build: Callable[[], Any]
+    datasets: Mapping[str, pd.DataFrame]
+
+    def spec(self) -> dict[str, Any]:
+        """The full Vega-Lite spec, datasets included (Streamlit sends them as Arrow)."""
+        return {**cached_spec(self.key, self.build), "datasets": dict(self.datasets)}
 
 
 def _thin(steps: np.ndarray, max_points: int) -> np.ndarray:
@@ -32,25 +78,29 @@ def history_frame(records: Iterable[Mapping[str, Any]], run: str = "run", max_po
     """Long-form rows (run, step, series, value) from history records (loss and metric records alike).
 
     Non-numeric and non-finite values are dropped; each series is thinned to ``max_points`` rows.
+    Column-wise (one DataFrame of the records), as a live page calls this on every redraw.
     """
-    series: dict[str, tuple[list[int], list[float]]] = {}
-    for rec in records:
-        step = rec.get("step")
-        if step is None:
-            continue
-        for key, value in rec.items():
-            if key in NOT_SERIES or isinstance(value, bool) or not isinstance(value, (int, float)):
-                continue
-            if not np.isfinite(value):
-                continue
-            steps, values = series.setdefault(key, ([], []))
-            steps.append(int(step))
-            values.append(float(value))
+    records = [r for r in records if isinstance(r, Mapping) and isinstance(r.get("step"), (int, float))
+               and not isinstance(r.get("step"), bool)]
     frames = []
-    for key, (steps, values) in series.items():
-        s, v = np.asarray(steps), np.asarray(values)
-        keep = _thin(s, max_points)
-        frames.append(pd.DataFrame({"run": run, "step": s[keep], "series": key, "value": v[keep]}))
+    if records:
+        table = pd.DataFrame.from_records(records)
+        steps_all = table["step"].to_numpy(dtype=float)
+        for key in table.columns:
+            if key in NOT_SERIES:
+                continue
+            col = table[key]
+            if col.dtype == bool:
+                continue
+            if col.dtype == object:  # mixed: keep real numbers only (not bools, strings, lists)
+                col = col.map(lambda v: float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else np.nan)
+            values = pd.to_numeric(col, errors="coerce").to_numpy(dtype=float)
+            ok = np.isfinite(values) & np.isfinite(steps_all)
+            if not ok.any():
+                continue
+            s, v = steps_all[ok].astype(np.int64), values[ok]
+            keep = _thin(s, max_points)
+            frames.append(pd.DataFrame({"run": run, "step": s[keep], "series": key, "value": v[keep]}))
     if not frames:
         return pd.DataFrame({c: pd.Series(dtype=t) for c, t in zip(COLUMNS, ("str", "int64", "str", "float64"))})
     return pd.concat(frames, ignore_index=True)
@@ -69,22 +119,30 @@ def loss_series(df: pd.DataFrame) -> list[str]:
     return first + sorted(n for n in names if n not in first)
 
 
-def _y_scale(values: pd.Series, log_scale: bool) -> alt.Scale:
+def _y_scale_args(values: pd.Series, log_scale: bool) -> tuple[str, float]:
+    """The y scale for ``values``: linear, log, or (for series that go negative) symlog with a
+    constant rounded to a power of ten, so the scale, and the cached spec, change rarely."""
     if not log_scale or values.empty:
-        return alt.Scale(zero=False)
+        return "linear", 0.0
     if (values > 0).all():
-        return alt.Scale(type="log")
+        return "log", 0.0
     # losses can be negative (the minimax generator loss, V(D, G)): a symmetric log keeps the sign
     nonzero = values.abs()[values.abs() > 0]
     constant = float(nonzero.min()) if len(nonzero) else 1e-3
-    return alt.Scale(type="symlog", constant=max(constant, 1e-9))
+    return "symlog", 10.0 ** math.floor(math.log10(max(constant, 1e-9)))
 
 
-def _encodings(df: pd.DataFrame) -> dict[str, Any]:
+def _y_scale(kind: str, constant: float) -> alt.Scale:
+    if kind == "linear":
+        return alt.Scale(zero=False)
+    if kind == "log":
+        return alt.Scale(type="log")
+    return alt.Scale(type="symlog", constant=constant)
+
+
+def _encodings(many_runs: bool, many_series: bool) -> dict[str, Any]:
     """Colour by series for one run, by run (dash by series) for several. Legends sit on the right:
     in Streamlit a chart's height includes its legend, so a legend on top would squash the plot."""
-    many_runs = df["run"].nunique() > 1
-    many_series = df["series"].nunique() > 1
     enc: dict[str, Any] = {}
     if many_runs:
         enc["color"] = alt.Color("run:N", title="run", scale=alt.Scale(scheme="tableau10"),
@@ -97,15 +155,34 @@ def _encodings(df: pd.DataFrame) -> dict[str, Any]:
     return enc
 
 
+def _shape(df: pd.DataFrame) -> tuple[bool, bool]:
+    return df["run"].nunique() > 1, df["series"].nunique() > 1
+
+
 def curves_chart(df: pd.DataFrame, series: Sequence[str] | None = None, log_scale: bool = False,
                  title: str | None = None, height: int = 340, y_title: str = "value") -> alt.LayerChart:
     """Line chart of the chosen series over steps, one shared y axis; hovering shows every value at that step."""
     if series is not None:
         df = df[df["series"].isin(list(series))]
-    enc = _encodings(df)
-    base = alt.Chart(df).encode(
+    return _curves(df, _shape(df), _y_scale_args(df["value"], log_scale), title, height, y_title)
+
+
+def curves_figure(df: pd.DataFrame, series: Sequence[str] | None = None, log_scale: bool = False,
+                  title: str | None = None, height: int = 340, y_title: str = "value") -> Figure:
+    """:func:`curves_chart` as a live :class:`Figure` (its spec built once per shape and scale)."""
+    if series is not None:
+        df = df[df["series"].isin(list(series))]
+    shape, scale = _shape(df), _y_scale_args(df["value"], log_scale)
+    key = ("curves", shape, scale, title, height, y_title)
+    return Figure(key, lambda: _curves(alt.Data(name="curves"), shape, scale, title, height, y_title), {"curves": df})
+
+
+def _curves(data: Any, shape: tuple[bool, bool], scale: tuple[str, float], title: str | None, height: int,
+            y_title: str) -> alt.LayerChart:
+    enc = _encodings(*shape)
+    base = alt.Chart(data).encode(
         x=alt.X("step:Q", title="step", axis=alt.Axis(format="~s")),
-        y=alt.Y("value:Q", title=y_title, scale=_y_scale(df["value"], log_scale)),
+        y=alt.Y("value:Q", title=y_title, scale=_y_scale(*scale)),
         **enc,
     )
     hover = alt.selection_point(name="hover", nearest=True, on="pointerover", fields=["step"], empty=False, clear="pointerout")
@@ -115,7 +192,7 @@ def curves_chart(df: pd.DataFrame, series: Sequence[str] | None = None, log_scal
         opacity=alt.condition(hover, alt.value(1), alt.value(0)),
         tooltip=[alt.Tooltip("run:N"), alt.Tooltip("series:N"), alt.Tooltip("step:Q"), alt.Tooltip("value:Q", format=".4g")],
     )
-    rule = alt.Chart(df).mark_rule(color="#888", strokeDash=[3, 3]).encode(x="step:Q").transform_filter(hover)
+    rule = alt.Chart(data).mark_rule(color="#888", strokeDash=[3, 3]).encode(x="step:Q").transform_filter(hover)
     chart = alt.layer(lines, catcher, points, rule).properties(height=height)
     if title:
         chart = chart.properties(title=title)
@@ -127,9 +204,21 @@ def series_grid(df: pd.DataFrame, series: Sequence[str] | None = None, columns: 
     """Small multiples: one panel per series, each with its own y axis (metrics on different scales)."""
     if series is not None:
         df = df[df["series"].isin(list(series))]
-    enc = _encodings(df)
+    return _series_grid(df, df["run"].nunique() > 1, columns, log_scale, height, width)
+
+
+def series_grid_figure(df: pd.DataFrame, columns: int = 2, log_scale: bool = False, height: int = 90,
+                       width: int = 170) -> Figure:
+    """:func:`series_grid` as a live :class:`Figure`."""
+    many_runs = df["run"].nunique() > 1
+    key = ("series_grid", many_runs, columns, log_scale, height, width)
+    return Figure(key, lambda: _series_grid(alt.Data(name="grid"), many_runs, columns, log_scale, height, width), {"grid": df})
+
+
+def _series_grid(data: Any, many_runs: bool, columns: int, log_scale: bool, height: int, width: int) -> alt.FacetChart:
+    enc = _encodings(many_runs, False)
     enc.pop("strokeDash", None)
-    if df["run"].nunique() <= 1:
+    if not many_runs:
         enc["color"] = alt.value("#4C78A8")
     scale = alt.Scale(type="symlog") if log_scale else alt.Scale(zero=False)
     base = alt.Chart().encode(
@@ -142,7 +231,7 @@ def series_grid(df: pd.DataFrame, series: Sequence[str] | None = None, columns: 
         tooltip=[alt.Tooltip("run:N"), alt.Tooltip("series:N"), alt.Tooltip("step:Q"), alt.Tooltip("value:Q", format=".4g")],
     )
     return (
-        alt.layer(lines, tips, data=df)
+        alt.layer(lines, tips, data=data)
         .properties(height=height, width=width)
         .facet(facet=alt.Facet("series:N", title=None, header=alt.Header(labelFontSize=12, labelFontWeight="bold")), columns=columns)
         .resolve_scale(y="independent")

@@ -230,8 +230,8 @@ def draw_comparison(info: dict[str, Any]) -> None:
         grid = st.columns(2)
         for i, name in enumerate(chosen):
             # height= on the element: Streamlit fits the whole chart (title, axes, legend) into it
-            grid[i % 2].altair_chart(charts.curves_chart(df, [name], title=name, height=200), width="stretch", height=300,
-                                     key=f"cmp.curve.{name}")
+            fig = charts.curves_figure(df, [name], title=name, height=200)  # spec cached: a redraw sends only data
+            grid[i % 2].vega_lite_chart(fig.spec(), width="stretch", height=300, key=f"cmp.curve.{name}")
 
     # Final and best values, sortable.
     table = []

@@ -28,12 +28,22 @@ def split_history(history: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], 
     return losses, metrics
 
 
-def draw_progress(view: RunView, name: str) -> None:
+def rate_text(steps_per_s: float) -> str:
+    """Steps per second as people read them: 85, 4.2, 0.3 (never "0" for a slow run that moves)."""
+    if steps_per_s >= 10:
+        return f"{steps_per_s:,.0f}"
+    if steps_per_s >= 0.1:
+        return f"{steps_per_s:.1f}"
+    return f"{steps_per_s:.2f}" if steps_per_s > 0 else "0"
+
+
+def draw_progress(view: RunView, name: str, starting: bool = False) -> None:
     total = max(view.total_steps, 1)
     icon = STATUS_ICONS.get(view.status, "")
-    text = f"{icon} **{name}** · {view.status} · step {view.step:,} / {view.total_steps:,}"
+    status = "starting (loading the pipeline)" if starting and view.status == "queued" else view.status
+    text = f"{icon} **{name}** · {status} · step {view.step:,} / {view.total_steps:,}"
     if view.status in ("running", "paused") or view.steps_per_s:
-        text += f" · {view.steps_per_s:,.0f} steps/s"
+        text += f" · {rate_text(view.steps_per_s)} steps/s"
     if view.device:
         text += f" · {view.device}"
     st.progress(min(view.step / total, 1.0), text=text)
@@ -64,7 +74,7 @@ def draw_view(snap: Snapshot | None, critic_title: str, key: str) -> None:
         st.info("Waiting for the first snapshot…")
         return
     opts = view_options(snap.kind, key)
-    views.draw_snapshot(snap, opts=opts, critic_title=critic_title)
+    views.draw_snapshot(snap, opts=opts, critic_title=critic_title, key=f"{key}.view")
 
 
 def draw_curves(history: list[dict[str, Any]], run_name: str, key: str) -> None:
@@ -82,11 +92,13 @@ def draw_curves(history: list[dict[str, Any]], run_name: str, key: str) -> None:
                                    "generated data; value: the estimate of V(D, G)).")
     log_scale = c[1].toggle("log scale", key=f"{key}.log", help="For the losses and the metrics; a symmetric log where a series goes negative.")
     if chosen:
-        st.altair_chart(charts.curves_chart(loss_df, chosen, log_scale=log_scale), width="stretch")
+        fig = charts.curves_figure(loss_df, chosen, log_scale=log_scale)
+        st.vega_lite_chart(fig.spec(), width="stretch", key=f"{key}.losses")
     if metrics:
         met_df = charts.history_frame(metrics, run=run_name)
         st.markdown("**Metrics** (on a fixed sample, every `metric_every` steps)")
-        st.altair_chart(charts.series_grid(met_df, log_scale=log_scale), width="content")
+        fig = charts.series_grid_figure(met_df, log_scale=log_scale)
+        st.vega_lite_chart(fig.spec(), width="content", key=f"{key}.metrics")
 
 
 def draw_explanations(kind: str, objective: str, formula: str, has_critic: bool, title: str = "What am I looking at?") -> None:
@@ -97,9 +109,9 @@ def draw_explanations(kind: str, objective: str, formula: str, has_critic: bool,
                 st.latex(item.formula)
 
 
-def draw_live(view: RunView, name: str, has_critic: bool, key: str) -> None:
+def draw_live(view: RunView, name: str, has_critic: bool, key: str, starting: bool = False) -> None:
     """Everything that changes while a run trains (the explanations stay outside, drawn once)."""
-    draw_progress(view, name)
+    draw_progress(view, name, starting)
     left, right = st.columns([1.1, 1], gap="large")
     critic_title = "D(x)" if has_critic else "witness"
     with left, st.container(key=f"{key}_view"):

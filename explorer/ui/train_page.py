@@ -51,7 +51,7 @@ if run is not None:
             st.warning("This run is no longer held by the server.")
             return
         view = current.state.view()
-        live.draw_live(view, name, has_critic, key="live")
+        live.draw_live(view, name, has_critic, key="live", starting=current.started)
         if view.status != seen[0] or (view.snapshot is not None) != seen[1]:
             st.rerun()  # the status changed (redraw the buttons; stop polling once it ended) or the first picture arrived
 

@@ -15,16 +15,22 @@ Compare page's small multiples draw with the same code. Colours: real data blue,
 
 from __future__ import annotations
 
+import base64
+import dataclasses
+import io
+import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import altair as alt
 import numpy as np
 import pandas as pd
 import streamlit as st
+from PIL import Image
 
 from explorer.render import image_grid
 from explorer.snapshots import Snapshot
+from explorer.ui.charts import Figure
 
 REAL = "#1f77b4"
 FAKE = "#ff7f0e"
@@ -45,6 +51,78 @@ class ViewOptions:
     d_star: bool = True
     mapping: bool = True
     height: int = 420
+    domain: Sequence[tuple[float, float]] | None = None  # axis ranges to draw (None: fitted to the snapshot)
+
+
+# ----------------------------------------------------------------------------------------------
+# Domains that hold still
+# ----------------------------------------------------------------------------------------------
+def _nice_step(span: float) -> float:
+    """About a tenth of ``span``, rounded to 1, 2 or 5 times a power of ten."""
+    raw = max(span, 1e-9) / 10.0
+    base = 10.0 ** math.floor(math.log10(raw))
+    return next(m * base for m in (1.0, 2.0, 5.0, 10.0) if m * base >= raw)
+
+
+def stable_range(wanted: tuple[float, float], previous: tuple[float, float] | None = None) -> tuple[float, float]:
+    """An axis range that holds still while a run trains: ``wanted`` snapped outward to round steps,
+    and the previous range kept while it still holds what is wanted and is not over twice its size."""
+    lo, hi = float(wanted[0]), float(wanted[1])
+    if not (math.isfinite(lo) and math.isfinite(hi)) or hi <= lo:
+        return previous or (lo - 1.0, lo + 1.0) if math.isfinite(lo) else (previous or (-1.0, 1.0))
+    if previous is not None and previous[0] <= lo and hi <= previous[1] and (hi - lo) > 0.5 * (previous[1] - previous[0]):
+        return previous
+    step = _nice_step(hi - lo)
+    return math.floor(lo / step) * step, math.ceil(hi / step) * step
+
+
+def _box(arr: np.ndarray, lo_q: float, hi_q: float) -> tuple[np.ndarray, np.ndarray] | None:
+    arr = np.asarray(arr, dtype=float)
+    arr = arr[np.isfinite(arr).all(axis=1)]
+    if not len(arr):
+        return None
+    return np.percentile(arr, lo_q, axis=0), np.percentile(arr, hi_q, axis=0)
+
+
+def wanted_domain(snap: Snapshot) -> list[tuple[float, float]]:
+    """Per axis, the span that shows the data and (within four data spans of it) the generated
+    samples, padded by 8%."""
+    real = np.asarray(snap.real, dtype=float).reshape(len(snap.real), -1)
+    fake = np.asarray(snap.fake, dtype=float).reshape(len(snap.fake), -1)
+    rb, fb = _box(real, 0.5, 99.5), _box(fake, 0, 100)
+    if rb is None:
+        rb = fb or (np.full(real.shape[1], -1.0), np.full(real.shape[1], 1.0))
+    lo, hi = rb
+    span = np.maximum(hi - lo, 1e-6)
+    if fb is not None:
+        lo, hi = np.maximum(np.minimum(lo, fb[0]), lo - 4 * span), np.minimum(np.maximum(hi, fb[1]), hi + 4 * span)
+    pad = 0.08 * (hi - lo)
+    return [(float(a), float(b)) for a, b in zip(lo - pad, hi + pad)]
+
+
+def _equal_units(xdom: tuple[float, float], ydom: tuple[float, float], max_ratio: float = 2.0) -> tuple[tuple[float, float], tuple[float, float]]:
+    """Widen the narrower axis (about its centre) so the plot's sides differ by at most ``max_ratio``
+    while one unit of x1 stays as long as one unit of x2."""
+    xs, ys = xdom[1] - xdom[0], ydom[1] - ydom[0]
+    if xs > max_ratio * ys:
+        c, half = (ydom[0] + ydom[1]) / 2, xs / max_ratio / 2
+        ydom = (c - half, c + half)
+    elif ys > max_ratio * xs:
+        c, half = (xdom[0] + xdom[1]) / 2, ys / max_ratio / 2
+        xdom = (c - half, c + half)
+    return xdom, ydom
+
+
+def _outside_note(fake: np.ndarray, doms: Sequence[tuple[float, float]]) -> pd.DataFrame:
+    """A one-line note (or none) counting the generated samples beyond the view, which are drawn at its edge."""
+    fake = np.asarray(fake, dtype=float).reshape(len(fake), -1)[:, : len(doms)]
+    finite = np.isfinite(fake).all(axis=1)
+    out = ~finite
+    for d, (lo, hi) in enumerate(doms):
+        out |= finite & ((fake[:, d] < lo) | (fake[:, d] > hi))
+    n = int(out.sum())
+    text = [f"{n} generated sample{'s' if n > 1 else ''} beyond the view, drawn at its edge"] if n else []
+    return pd.DataFrame({"text": text})
 
 
 # ----------------------------------------------------------------------------------------------
@@ -55,49 +133,64 @@ def _curve(x: np.ndarray, y: np.ndarray, name: str) -> pd.DataFrame:
     return pd.DataFrame({"x": x, "y": np.where(np.isfinite(y), y, np.nan), "curve": name})
 
 
-def view_1d(snap: Snapshot, opts: ViewOptions | None = None) -> alt.VConcatChart:
+def view_1d(snap: Snapshot, opts: ViewOptions | None = None) -> Figure:
     """Three panels on one x axis (Goodfellow et al. 2014, Fig. 1): the densities p_data and p_g;
     D(x) with the optimal D*(x) = p_data / (p_data + p_g); and the z -> x = G(z) mapping."""
     opts = opts or ViewOptions()
     ex = snap.extras
     x = np.asarray(ex["x"], dtype=float)
-    lo, hi = float(x[0]), float(x[-1])
+    lo, hi = opts.domain[0] if opts.domain else stable_range((float(x[0]), float(x[-1])))
     exact = bool(np.asarray(ex.get("p_data_exact", 0)).item())
-    names = ["p_data (exact)" if exact else "p_data (KDE of the data)", "p_g (KDE of G(z))"]
-    dens = pd.concat([_curve(x, ex["p_data"], names[0]), _curve(x, ex["p_g"], names[1])])
-    xs = alt.X("x:Q", title=None, scale=alt.Scale(domain=[lo, hi], nice=False))
-    tips = ["curve:N", alt.Tooltip("x:Q", format=".3f"), alt.Tooltip("y:Q", format=".3f")]
-    panels = [alt.Chart(dens).mark_line(strokeWidth=2.2).encode(
-        x=xs, y=alt.Y("y:Q", title="density"),
-        color=alt.Color("curve:N", scale=alt.Scale(domain=names, range=[REAL, FAKE]), title=None,
-                        legend=alt.Legend(orient="top", labelLimit=320, labelFontSize=12)),
-        strokeDash=alt.StrokeDash("curve:N", scale=alt.Scale(domain=names, range=[[5, 3], [1, 0]]), legend=None),
-        tooltip=tips).properties(height=max(140, int(opts.height * 0.42)))]
+    names = ("p_data (exact)" if exact else "p_data (KDE of the data)", "p_g (KDE of G(z))")
+    datasets = {"dens": pd.concat([_curve(x, ex["p_data"], names[0]), _curve(x, ex["p_g"], names[1])]),
+                "note": _outside_note(snap.fake, [(lo, hi)])}
     probs = []
     if opts.critic and "critic" in ex:
         probs.append(_curve(x, ex["critic"], "D(x)"))
     if opts.d_star and "d_star" in ex:
         probs.append(_curve(x, ex["d_star"], "D*(x) = p_data / (p_data + p_g)"))
+    pnames = tuple(p["curve"].iloc[0] for p in probs)
     if probs:
-        pnames = [p["curve"].iloc[0] for p in probs]
-        half = pd.DataFrame({"x": [lo], "x2": [hi], "y": [0.5]})
+        datasets["probs"] = pd.concat(probs)
+    mapping = bool(opts.mapping and "z" in ex)
+    if mapping:
+        datasets.update(_mapping_data(snap, lo, hi))
+    key = ("view_1d", names, pnames, mapping, opts.height, lo, hi)
+    return Figure(key, lambda: _view_1d(names, pnames, mapping, opts.height, lo, hi), datasets)
+
+
+def _note_layer(x: float, y: Any) -> alt.Chart:
+    return alt.Chart(alt.Data(name="note")).mark_text(align="left", baseline="top", dx=4, dy=4, fontSize=10,
+                                                       color="#b34700").encode(x=alt.value(x), y=alt.value(y), text="text:N")
+
+
+def _view_1d(names: tuple[str, str], pnames: tuple[str, ...], mapping: bool, height: int, lo: float, hi: float) -> alt.VConcatChart:
+    xs = alt.X("x:Q", title=None, scale=alt.Scale(domain=[lo, hi], nice=False))
+    tips = ["curve:N", alt.Tooltip("x:Q", format=".3f"), alt.Tooltip("y:Q", format=".3f")]
+    dens = alt.Chart(alt.Data(name="dens")).mark_line(strokeWidth=2.2, clip=True).encode(
+        x=xs, y=alt.Y("y:Q", title="density"),
+        color=alt.Color("curve:N", scale=alt.Scale(domain=list(names), range=[REAL, FAKE]), title=None,
+                        legend=alt.Legend(orient="top", labelLimit=320, labelFontSize=12)),
+        strokeDash=alt.StrokeDash("curve:N", scale=alt.Scale(domain=list(names), range=[[5, 3], [1, 0]]), legend=None),
+        tooltip=tips)
+    panels = [alt.layer(dens, _note_layer(0, 0)).properties(height=max(140, int(height * 0.42)))]
+    if pnames:
         panels.append(alt.layer(
-            alt.Chart(half).mark_rule(color="#bbb", strokeDash=[2, 2]).encode(
-                x=alt.X("x:Q", scale=alt.Scale(domain=[lo, hi], nice=False), title=None), x2="x2:Q", y="y:Q"),
-            alt.Chart(pd.concat(probs)).mark_line(strokeWidth=2).encode(
+            alt.Chart().mark_rule(color="#bbb", strokeDash=[2, 2]).encode(y=alt.datum(0.5)),
+            alt.Chart(alt.Data(name="probs")).mark_line(strokeWidth=2, clip=True).encode(
                 x=xs, y=alt.Y("y:Q", title="P(real)", scale=alt.Scale(domain=[0, 1])),
-                color=alt.Color("curve:N", scale=alt.Scale(domain=pnames, range=[D_COLOUR, D_STAR][: len(pnames)]),
+                color=alt.Color("curve:N", scale=alt.Scale(domain=list(pnames), range=[D_COLOUR, D_STAR][: len(pnames)]),
                                 title=None, legend=alt.Legend(orient="top", labelLimit=320, labelFontSize=12)),
-                strokeDash=alt.StrokeDash("curve:N", scale=alt.Scale(domain=pnames, range=[[1, 0], [3, 2]][: len(pnames)]),
+                strokeDash=alt.StrokeDash("curve:N", scale=alt.Scale(domain=list(pnames), range=[[1, 0], [3, 2]][: len(pnames)]),
                                           legend=None),
                 tooltip=tips),
-        ).properties(height=max(90, int(opts.height * 0.28))))
-    if opts.mapping and "z" in ex:
-        panels.append(mapping_chart(snap, lo, hi, height=max(90, int(opts.height * 0.3))))
+        ).properties(height=max(90, int(height * 0.28))))
+    if mapping:
+        panels.append(_mapping_chart(lo, hi, height=max(120, int(height * 0.32))))
     return alt.vconcat(*panels, spacing=6).resolve_scale(x="shared", color="independent", strokeDash="independent")
 
 
-def mapping_chart(snap: Snapshot, lo: float, hi: float, height: int = 130) -> alt.LayerChart:
+def _mapping_data(snap: Snapshot, lo: float, hi: float) -> dict[str, pd.DataFrame]:
     """The z line (below, rescaled to the width of the x axis) and the x line (above), joined by x = G(z)."""
     z = np.asarray(snap.extras["z"], dtype=float)
     gz = np.asarray(snap.extras["g_of_z"], dtype=float)
@@ -105,20 +198,25 @@ def mapping_chart(snap: Snapshot, lo: float, hi: float, height: int = 130) -> al
     span = (zhi - zlo) or 1.0
     zpos = lo + (z - zlo) / span * (hi - lo) * 0.9 + 0.05 * (hi - lo)
     seg = pd.DataFrame({"zpos": zpos, "gz": np.clip(gz, lo, hi), "z": z, "G(z)": gz, "y0": 0.0, "y1": 1.0})
-    axis_lines = pd.DataFrame({"x": [lo, lo], "x2": [hi, hi], "y": [0.0, 1.0]})
-    labels = pd.DataFrame({"x": [lo, lo], "y": [0.0, 1.0], "text": [f"z ~ p_z  [{zlo:.2g}, {zhi:.2g}]", "x = G(z)"]})
+    labels = pd.DataFrame({"y": [0.0, 1.0], "text": [f"z ~ p_z, from {zlo:.2g} to {zhi:.2g}", "x = G(z)"]})
+    return {"seg": seg, "labels": labels}
+
+
+def _mapping_chart(lo: float, hi: float, height: int = 130) -> alt.LayerChart:
     xs = alt.X("zpos:Q", title=None, scale=alt.Scale(domain=[lo, hi], nice=False))
-    ys = alt.Y("y0:Q", scale=alt.Scale(domain=[-0.25, 1.3]), axis=None)
+    ys = alt.Y("y0:Q", scale=alt.Scale(domain=[-0.45, 1.25]), axis=None)
+    tips = [alt.Tooltip("z:Q", format=".3f"), alt.Tooltip("G(z):Q", format=".3f")]
+    seg = alt.Data(name="seg")
     layers = [
-        alt.Chart(axis_lines).mark_rule(color="#333", strokeWidth=1.5).encode(
-            x=alt.X("x:Q", scale=alt.Scale(domain=[lo, hi], nice=False), title=None), x2="x2:Q", y=alt.Y("y:Q", axis=None)),
+        alt.Chart().mark_rule(color="#333", strokeWidth=1.5).encode(y=alt.datum(0.0, scale=alt.Scale(domain=[-0.45, 1.25]))),
+        alt.Chart().mark_rule(color="#333", strokeWidth=1.5).encode(y=alt.datum(1.0)),
         alt.Chart(seg).mark_rule(color=MAP_GREY, strokeWidth=1).encode(x=xs, x2="gz:Q", y=ys, y2="y1:Q"),
-        alt.Chart(seg).mark_point(filled=True, color="#555", size=18).encode(
-            x=xs, y=ys, tooltip=[alt.Tooltip("z:Q", format=".3f"), alt.Tooltip("G(z):Q", format=".3f")]),
+        alt.Chart(seg).mark_point(filled=True, color="#555", size=18).encode(x=xs, y=ys, tooltip=tips),
         alt.Chart(seg).mark_point(shape="triangle-up", filled=True, color=FAKE, size=40).encode(
-            x=alt.X("gz:Q"), y=alt.Y("y1:Q"), tooltip=[alt.Tooltip("z:Q", format=".3f"), alt.Tooltip("G(z):Q", format=".3f")]),
-        alt.Chart(labels).mark_text(align="left", dy=-8, fontSize=11, color="#333").encode(
-            x=alt.X("x:Q"), y=alt.Y("y:Q"), text="text:N"),
+            x=alt.X("gz:Q"), y=alt.Y("y1:Q"), tooltip=tips),
+        # labels under each line, at the left edge, so they never sit on the points
+        alt.Chart(alt.Data(name="labels")).mark_text(align="left", baseline="top", dy=4, fontSize=11, color="#333").encode(
+            x=alt.value(2), y=alt.Y("y:Q"), text="text:N"),
     ]
     return alt.layer(*layers).properties(height=height)
 
@@ -126,65 +224,102 @@ def mapping_chart(snap: Snapshot, lo: float, hi: float, height: int = 130) -> al
 # ----------------------------------------------------------------------------------------------
 # 2-D
 # ----------------------------------------------------------------------------------------------
-def _cells(xs: np.ndarray, ys: np.ndarray, values: np.ndarray) -> pd.DataFrame:
-    dx = (xs[1] - xs[0]) if len(xs) > 1 else 1.0
-    dy = (ys[1] - ys[0]) if len(ys) > 1 else 1.0
-    gx, gy = np.meshgrid(xs, ys)  # values[i, j] is at (xs[j], ys[i])
-    return pd.DataFrame({
-        "x": (gx - dx / 2).ravel(), "x2": (gx + dx / 2).ravel(),
-        "y": (gy - dy / 2).ravel(), "y2": (gy + dy / 2).ravel(), "value": values.ravel(),
-    })
+_D_RAMP = np.array([[253, 208, 162], [255, 255, 255], [179, 211, 234]], dtype=float)  # fake-ish, undecided, real-ish
 
 
-def _points_2d(arr: np.ndarray, label: str) -> pd.DataFrame:
+def heatmap_png(values: np.ndarray, lo: float, hi: float) -> str:
+    """The critic on its grid as a small PNG data URL (one raster layer instead of a rect per cell).
+    Row 0 of ``values`` is the lowest y, so the picture is flipped to put it at the bottom."""
+    v = np.nan_to_num(np.asarray(values, dtype=float), nan=(lo + hi) / 2)
+    t = np.clip((v - lo) / ((hi - lo) or 1.0), 0.0, 1.0) * 2.0  # 0 .. 2 over the three colours
+    i = np.minimum(t.astype(int), 1)
+    f = (t - i)[..., None]
+    rgb = (_D_RAMP[i] * (1 - f) + _D_RAMP[i + 1] * f).astype(np.uint8)[::-1]
+    buf = io.BytesIO()
+    Image.fromarray(rgb, "RGB").save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def _points_2d(arr: np.ndarray, label: str, doms: Sequence[tuple[float, float]] | None = None) -> pd.DataFrame:
     arr = np.asarray(arr, dtype=float)[:MAX_POINTS]
     arr = arr[np.isfinite(arr).all(axis=1)]
+    if doms is not None:  # samples beyond the view are drawn on its edge, never dropped
+        arr = np.column_stack([np.clip(arr[:, d], *doms[d]) for d in range(2)]) if len(arr) else arr.reshape(0, 2)
     return pd.DataFrame({"x1": arr[:, 0], "x2": arr[:, 1], "sample": label})
 
 
-def view_2d(snap: Snapshot, opts: ViewOptions | None = None, critic_title: str = "D(x)") -> alt.LayerChart:
+def domain_2d(snap: Snapshot, previous: Sequence[tuple[float, float]] | None = None) -> list[tuple[float, float]]:
+    """The 2-D view's axis ranges: what :func:`wanted_domain` asks for, held still between redraws
+    (:func:`stable_range`), the narrower axis widened to keep equal units within a 2:1 frame."""
+    want = wanted_domain(snap)
+    prev = list(previous) if previous is not None and len(previous) == 2 else [None, None]
+    xdom, ydom = (stable_range(want[d], prev[d]) for d in range(2))
+    return list(_equal_units(xdom, ydom))
+
+
+def view_2d(snap: Snapshot, opts: ViewOptions | None = None, critic_title: str = "D(x)") -> Figure:
     """Real and generated points over the critic heatmap, with the generator's manifold and push arrows."""
     opts = opts or ViewOptions()
     ex = snap.extras
-    pts = pd.concat([_points_2d(snap.real, "real"), _points_2d(snap.fake, "generated")])
-    if "grid_x" in ex:
+    doms = [tuple(d) for d in (opts.domain or domain_2d(snap))]
+    (x0, x1), (y0, y1) = doms
+    datasets: dict[str, pd.DataFrame] = {
+        "points": pd.concat([_points_2d(snap.real, "real", doms), _points_2d(snap.fake, "generated", doms)]),
+        "note": _outside_note(snap.fake, doms),
+    }
+    is_d = critic_title.startswith("D")
+    heat = bool(opts.heatmap and "critic" in ex and "grid_x" in ex)
+    if heat:
         xs, ys = np.asarray(ex["grid_x"], dtype=float), np.asarray(ex["grid_y"], dtype=float)
         dx, dy = (xs[1] - xs[0]) / 2, (ys[1] - ys[0]) / 2
-        xdom, ydom = [float(xs[0] - dx), float(xs[-1] + dx)], [float(ys[0] - dy), float(ys[-1] + dy)]
-    else:
-        lo = pts[["x1", "x2"]].min().to_numpy()
-        hi = pts[["x1", "x2"]].max().to_numpy()
-        pad = 0.08 * (hi - lo + 1e-9)
-        xdom, ydom = [float(lo[0] - pad[0]), float(hi[0] + pad[0])], [float(lo[1] - pad[1]), float(hi[1] + pad[1])]
-    X = alt.Scale(domain=xdom, nice=False)
-    Y = alt.Scale(domain=ydom, nice=False)
-    layers: list[alt.Chart] = []
-    if opts.heatmap and "critic" in ex:
         crit = np.asarray(ex["critic"], dtype=float)
-        cells = _cells(xs, ys, np.nan_to_num(crit, nan=0.0))
-        if critic_title.startswith("D"):
-            domain = [0.0, 0.5, 1.0]
-        else:  # a witness function: symmetric around 0
-            m = float(np.nanmax(np.abs(crit))) or 1.0
-            domain = [-m, 0.0, m]
-        layers.append(alt.Chart(cells).mark_rect(opacity=0.85).encode(
-            x=alt.X("x:Q", scale=X, title="x₁"), x2="x2:Q", y=alt.Y("y:Q", scale=Y, title="x₂"), y2="y2:Q",
-            color=alt.Color("value:Q", title=critic_title,
-                            scale=alt.Scale(domain=domain, range=["#fdd0a2", "#ffffff", "#b3d3ea"]),
-                            legend=alt.Legend(orient="right", gradientLength=160, format=".2g")),
-            tooltip=[alt.Tooltip("value:Q", title=critic_title, format=".3f")]))
-    if opts.manifold and "manifold" in ex:
-        layers.append(manifold_layer(np.asarray(ex["manifold"], dtype=float), X, Y))
-    layers.append(alt.Chart(pts).mark_circle(size=11, opacity=0.6).encode(
-        x=alt.X("x1:Q", scale=X, title="x₁"), y=alt.Y("x2:Q", scale=Y, title="x₂"),
+        if is_d:
+            url = heatmap_png(crit, 0.0, 1.0)
+        else:  # a witness function: symmetric around 0, shown scaled to its largest magnitude
+            m = float(np.nanmax(np.abs(crit))) if np.isfinite(crit).any() else 1.0
+            url = heatmap_png(crit / (m or 1.0), -1.0, 1.0)
+        datasets["heat"] = pd.DataFrame({"x": [xs[0] - dx], "x2": [xs[-1] + dx], "y": [ys[0] - dy], "y2": [ys[-1] + dy], "url": [url]})
+    manifold = bool(opts.manifold and "manifold" in ex)
+    if manifold:
+        datasets["manifold"] = manifold_data(np.asarray(ex["manifold"], dtype=float))
+    arrows = bool(opts.arrows and "arrows" in ex)
+    if arrows:
+        datasets["arrows"] = arrows_data(snap.fake, np.asarray(ex["arrows"], dtype=float), doms[0], doms[1])
+    width, height = equal_aspect(list(doms[0]), list(doms[1]), opts.height)
+    key = ("view_2d", heat, is_d, critic_title, manifold, arrows, x0, x1, y0, y1, width, height)
+    return Figure(key, lambda: _view_2d(heat, is_d, critic_title, manifold, arrows, doms, width, height), datasets)
+
+
+def _view_2d(heat: bool, is_d: bool, critic_title: str, manifold: bool, arrows: bool,
+             doms: Sequence[tuple[float, float]], width: int, height: int) -> alt.LayerChart:
+    X = alt.Scale(domain=list(doms[0]), nice=False)
+    Y = alt.Scale(domain=list(doms[1]), nice=False)
+    x_enc, y_enc = alt.X("x1:Q", scale=X, title="x₁"), alt.Y("x2:Q", scale=Y, title="x₂")
+    layers: list[alt.Chart] = []
+    if heat:
+        layers.append(alt.Chart(alt.Data(name="heat")).mark_image(aspect=False, opacity=0.85, clip=True).encode(
+            x=alt.X("x:Q", scale=X, title="x₁"), x2="x2:Q", y=alt.Y("y:Q", scale=Y, title="x₂"), y2="y2:Q", url="url:N"))
+        # the colour key for the raster: three invisible points carry the gradient legend
+        domain = [0.0, 0.5, 1.0] if is_d else [-1.0, 0.0, 1.0]
+        title = critic_title if is_d else f"{critic_title} / max |{critic_title}|"
+        key_points = alt.Data(values=[{"v": v} for v in domain])
+        layers.append(alt.Chart(key_points).mark_point(opacity=0).encode(
+            x=alt.value(0), y=alt.value(0),
+            color=alt.Color("v:Q", title=title, scale=alt.Scale(domain=domain, range=["#fdd0a2", "#ffffff", "#b3d3ea"]),
+                            legend=alt.Legend(orient="right", gradientLength=160, format=".2g"))))
+    if manifold:
+        layers.append(alt.Chart(alt.Data(name="manifold")).mark_line(color="#555", strokeWidth=0.8, opacity=0.55, clip=True).encode(
+            x=x_enc, y=y_enc, detail="line:N", order="order:Q"))
+    layers.append(alt.Chart(alt.Data(name="points")).mark_circle(size=11, opacity=0.6).encode(
+        x=x_enc, y=y_enc,
         color=alt.Color("sample:N", scale=alt.Scale(domain=["real", "generated"], range=[REAL, FAKE]),
                         title=None, legend=alt.Legend(orient="top", symbolSize=120, labelFontSize=12)),
         tooltip=["sample:N", alt.Tooltip("x1:Q", format=".3f"), alt.Tooltip("x2:Q", format=".3f")]))
-    if opts.arrows and "arrows" in ex:
-        layers.append(arrows_layer(snap.fake, np.asarray(ex["arrows"], dtype=float), xdom, ydom, X, Y))
-    chart = alt.layer(*layers).resolve_scale(color="independent")
-    width, height = equal_aspect(xdom, ydom, opts.height)
-    return chart.properties(width=width, height=height)
+    if arrows:
+        layers.append(alt.Chart(alt.Data(name="arrows")).mark_rule(color="#b34700", strokeWidth=1.2, opacity=0.8, clip=True).encode(
+            x=x_enc, y=y_enc, x2="x2e:Q", y2="y2e:Q", tooltip=[alt.Tooltip("|grad|:Q", format=".3g")]))
+    layers.append(_note_layer(0, 0))
+    return alt.layer(*layers).resolve_scale(color="independent").properties(width=width, height=height)
 
 
 def equal_aspect(xdom: list[float], ydom: list[float], size: int) -> tuple[int, int]:
@@ -198,21 +333,19 @@ def equal_aspect(xdom: list[float], ydom: list[float], size: int) -> tuple[int, 
     return int(max(size / 2, size * xs / ys)), size
 
 
-def manifold_layer(manifold: np.ndarray, X: alt.Scale, Y: alt.Scale) -> alt.Chart:
-    """The image of a grid over the latent square: its rows and columns drawn as lines."""
-    n = manifold.shape[0]
-    rows = []
-    for i in range(n):
-        for j in range(manifold.shape[1]):
-            rows.append((f"r{i}", j, *manifold[i, j]))
-            rows.append((f"c{j}", i, *manifold[i, j]))
-    df = pd.DataFrame(rows, columns=["line", "order", "x1", "x2"])
-    df = df[np.isfinite(df[["x1", "x2"]]).all(axis=1)]
-    return alt.Chart(df).mark_line(color="#555", strokeWidth=0.8, opacity=0.55, clip=True).encode(
-        x=alt.X("x1:Q", scale=X), y=alt.Y("x2:Q", scale=Y), detail="line:N", order="order:Q")
+def manifold_data(manifold: np.ndarray) -> pd.DataFrame:
+    """The image of a grid over the latent square: its rows and columns as lines (line, order, x1, x2)."""
+    n, m = manifold.shape[:2]
+    ii, jj = np.meshgrid(np.arange(n), np.arange(m), indexing="ij")
+    rows = pd.DataFrame({"line": [f"r{i}" for i in ii.ravel()], "order": jj.ravel(),
+                         "x1": manifold[..., 0].ravel(), "x2": manifold[..., 1].ravel()})
+    cols = pd.DataFrame({"line": [f"c{j}" for j in jj.ravel()], "order": ii.ravel(),
+                         "x1": manifold[..., 0].ravel(), "x2": manifold[..., 1].ravel()})
+    df = pd.concat([rows, cols], ignore_index=True)
+    return df[np.isfinite(df[["x1", "x2"]]).all(axis=1)]
 
 
-def arrows_layer(fake: np.ndarray, push: np.ndarray, xdom: list[float], ydom: list[float], X: alt.Scale, Y: alt.Scale) -> alt.Chart:
+def arrows_data(fake: np.ndarray, push: np.ndarray, xdom: Sequence[float], ydom: Sequence[float]) -> pd.DataFrame:
     """A segment from each generated point along minus the gradient of the generator loss, scaled so
     the longest is 10% of the view."""
     start = np.asarray(fake, dtype=float)[: len(push)]
@@ -220,25 +353,25 @@ def arrows_layer(fake: np.ndarray, push: np.ndarray, xdom: list[float], ydom: li
     top = float(np.nanmax(norms)) if norms.size and np.isfinite(norms).any() else 0.0
     scale = 0.1 * max(xdom[1] - xdom[0], ydom[1] - ydom[0]) / top if top > 0 else 0.0
     end = start + scale * push
-    df = pd.DataFrame({"x1": start[:, 0], "y1": start[:, 1], "x2": end[:, 0], "y2": end[:, 1],
-                       "|grad|": norms})
-    df = df[np.isfinite(df.to_numpy()).all(axis=1)]
-    return alt.Chart(df).mark_rule(color="#b34700", strokeWidth=1.2, opacity=0.8, clip=True).encode(
-        x=alt.X("x1:Q", scale=X), y=alt.Y("y1:Q", scale=Y), x2="x2:Q", y2="y2:Q",
-        tooltip=[alt.Tooltip("|grad|:Q", format=".3g")])
+    df = pd.DataFrame({"x1": start[:, 0], "x2": start[:, 1], "x2e": end[:, 0], "y2e": end[:, 1], "|grad|": norms})
+    return df[np.isfinite(df.to_numpy()).all(axis=1)]
 
 
-def view_vector(snap: Snapshot, opts: ViewOptions | None = None) -> alt.Chart:
+def view_vector(snap: Snapshot, opts: ViewOptions | None = None) -> Figure:
     """Data of another shape: the first two coordinates of real and generated samples."""
     opts = opts or ViewOptions()
     real, fake = snap.real.reshape(len(snap.real), -1), snap.fake.reshape(len(snap.fake), -1)
     if real.shape[1] < 2:
         real, fake = np.c_[real, np.zeros(len(real))], np.c_[fake, np.zeros(len(fake))]
     pts = pd.concat([_points_2d(real[:, :2], "real"), _points_2d(fake[:, :2], "generated")])
-    return alt.Chart(pts).mark_circle(size=11, opacity=0.6).encode(
-        x=alt.X("x1:Q", title="coordinate 1"), y=alt.Y("x2:Q", title="coordinate 2"),
-        color=alt.Color("sample:N", scale=alt.Scale(domain=["real", "generated"], range=[REAL, FAKE]), title=None),
-    ).properties(height=opts.height, width=opts.height)
+
+    def build() -> alt.Chart:
+        return alt.Chart(alt.Data(name="points")).mark_circle(size=11, opacity=0.6).encode(
+            x=alt.X("x1:Q", title="coordinate 1"), y=alt.Y("x2:Q", title="coordinate 2"),
+            color=alt.Color("sample:N", scale=alt.Scale(domain=["real", "generated"], range=[REAL, FAKE]), title=None),
+        ).properties(height=opts.height, width=opts.height)
+
+    return Figure(("view_vector", opts.height), build, {"points": pts})
 
 
 # ----------------------------------------------------------------------------------------------
@@ -276,8 +409,8 @@ def images_with_nearest(snap: Snapshot, rows: int = 8, per_row: int = 7, min_wid
 
 
 # ----------------------------------------------------------------------------------------------
-def snapshot_chart(snap: Snapshot, opts: ViewOptions | None = None, critic_title: str = "D(x)") -> alt.TopLevelMixin | None:
-    """The chart for a 1-D, 2-D or vector snapshot (None for images: use :func:`images_with_nearest`)."""
+def snapshot_figure(snap: Snapshot, opts: ViewOptions | None = None, critic_title: str = "D(x)") -> Figure | None:
+    """The figure for a 1-D, 2-D or vector snapshot (None for images: use :func:`images_with_nearest`)."""
     if snap.kind == "1d":
         return view_1d(snap, opts)
     if snap.kind == "2d":
@@ -287,9 +420,26 @@ def snapshot_chart(snap: Snapshot, opts: ViewOptions | None = None, critic_title
     return view_vector(snap, opts)
 
 
+def held_domain(snap: Snapshot, key: str) -> list[tuple[float, float]] | None:
+    """The axis ranges for a live view under ``key``: fitted to the snapshot, then held still across
+    redraws (kept in the session) until the samples outgrow them or shrink to under half."""
+    store_key = f"genex.domain.{key}"
+    prev = st.session_state.get(store_key)
+    if snap.kind == "2d":
+        dom = domain_2d(snap, prev)
+    elif snap.kind == "1d" and "x" in snap.extras:
+        x = np.asarray(snap.extras["x"], dtype=float)
+        dom = [stable_range((float(x[0]), float(x[-1])), prev[0] if prev else None)]
+    else:
+        return None
+    st.session_state[store_key] = dom
+    return dom
+
+
 def draw_snapshot(snap: Snapshot | None, container: Any = None, opts: ViewOptions | None = None,
                   critic_title: str = "D(x)", key: str | None = None) -> None:
-    """Draw a snapshot into ``container`` (default: the page): one chart, or one image per call."""
+    """Draw a snapshot into ``container`` (default: the page): one chart, or one image per call. With
+    a ``key``, the axis ranges hold still from one redraw to the next."""
     box = container if container is not None else st
     if snap is None:
         box.info("No samples yet: the first snapshot appears as soon as the run starts.")
@@ -298,5 +448,8 @@ def draw_snapshot(snap: Snapshot | None, container: Any = None, opts: ViewOption
         img, caption = images_with_nearest(snap)
         box.image(img, caption=caption, width="content")
         return
-    chart = snapshot_chart(snap, opts, critic_title)
-    box.altair_chart(chart, width="content" if snap.kind == "2d" else "stretch", key=key)
+    opts = opts or ViewOptions()
+    if key is not None and opts.domain is None:
+        opts = dataclasses.replace(opts, domain=held_domain(snap, key))
+    fig = snapshot_figure(snap, opts, critic_title)
+    box.vega_lite_chart(fig.spec(), width="content" if snap.kind == "2d" else "stretch", key=key)

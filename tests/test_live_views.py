@@ -1,0 +1,93 @@
+"""Live views that cost little to redraw and hold still: specs built once, only data new on each
+redraw, the critic as one raster layer, axis ranges that do not jump between frames, and samples
+beyond the view drawn at its edge and counted."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from explorer.snapshots import Snapshot
+from explorer.ui import charts, views
+
+
+def ring_snapshot(seed: int, spread: float = 0.1, shift: float = 0.0) -> Snapshot:
+    rng = np.random.default_rng(seed)
+    angles = rng.integers(0, 8, 500) * np.pi / 4
+    real = np.c_[np.cos(angles), np.sin(angles)] + rng.normal(0, 0.02, (500, 2))
+    fake = rng.normal(shift, spread, (500, 2))
+    return Snapshot(seed, "2d", real, fake, {
+        "grid_x": np.linspace(-2, 2, 40), "grid_y": np.linspace(-2, 2, 40), "critic": rng.random((40, 40)),
+        "manifold": rng.normal(size=(15, 15, 2)), "arrows": rng.normal(size=(150, 2))})
+
+
+def test_a_live_chart_is_validated_once_and_redraws_send_only_new_data(monkeypatch):
+    built = []
+    real_spec = charts.cached_spec
+
+    def counting(key, build):
+        return real_spec(key, lambda: (built.append(key), build())[1])
+
+    monkeypatch.setattr(charts, "cached_spec", counting)
+    charts._specs.clear()
+    domain = views.domain_2d(ring_snapshot(0))
+    opts = views.ViewOptions(domain=domain)
+    first = views.view_2d(ring_snapshot(1), opts).spec()
+    second = views.view_2d(ring_snapshot(2), opts).spec()
+    assert len(built) == 1  # the second frame reused the first one's spec
+    assert {k: v for k, v in first.items() if k != "datasets"} == {k: v for k, v in second.items() if k != "datasets"}
+    assert not first["datasets"]["points"].equals(second["datasets"]["points"])
+    curves = [{"step": s, "d_loss": 1.0 / s, "g_loss": 0.7} for s in range(1, 50)]
+    charts.curves_figure(charts.history_frame(curves[:10], run="r")).spec()
+    charts.curves_figure(charts.history_frame(curves, run="r")).spec()
+    assert len(built) == 2
+
+
+def test_the_critic_is_one_raster_image_coloured_by_its_value():
+    snap = ring_snapshot(0)
+    snap.extras["critic"] = np.tile(np.linspace(0, 1, 40), (40, 1))  # D rises from left to right
+    spec = views.view_2d(snap).spec()
+    assert len(spec["datasets"]["heat"]) == 1  # one row: the picture, not 1,600 cells
+    import base64
+    import io
+
+    from PIL import Image
+
+    url = spec["datasets"]["heat"]["url"][0]
+    img = np.asarray(Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))))
+    assert img.shape == (40, 40, 3)
+    assert img[20, 0, 2] < img[20, 0, 0]  # left: D = 0, the "generated" orange
+    assert img[20, -1, 2] > img[20, -1, 0]  # right: D = 1, the "real" blue
+    assert (img[20, 20] > 240).all()  # D = 1/2 is white
+
+
+def test_the_2d_domain_holds_still_while_samples_move_inside_it_and_grows_when_they_leave():
+    first = views.domain_2d(ring_snapshot(0))
+    assert views.domain_2d(ring_snapshot(1, shift=0.05), first) == first  # small moves: the same frame
+    moved = views.domain_2d(ring_snapshot(2, spread=0.2, shift=2.5), first)
+    assert moved[0][1] > first[0][1] + 1 and moved[1][1] > first[1][1] + 1  # the view follows the samples
+    (x0, x1), (y0, y1) = moved
+    assert 0.5 <= (x1 - x0) / (y1 - y0) <= 2.0  # never squashed past 2:1
+
+
+def test_samples_beyond_the_view_are_drawn_at_its_edge_and_counted():
+    snap = ring_snapshot(0)
+    snap.fake[:7] = [[-15.0, 0.0]] * 7  # a diverged generator's stragglers, beyond four data spans
+    fig = views.view_2d(snap)
+    (x0, _), _ = views.domain_2d(snap)
+    pts = fig.datasets["points"]
+    gen = pts[pts["sample"] == "generated"]
+    assert len(gen) == 500 and gen["x1"].min() == pytest.approx(x0)  # none dropped: clipped to the edge
+    assert fig.datasets["note"]["text"].tolist() == ["7 generated samples beyond the view, drawn at its edge"]
+
+
+def test_stable_range_snaps_to_round_steps():
+    assert views.stable_range((-1.23, 0.97)) == pytest.approx((-1.5, 1.0))  # steps of 0.5 for a span of 2.2
+    assert views.stable_range((0.1, 0.2), previous=(0.0, 1.0)) == pytest.approx((0.1, 0.2))  # far smaller: refit
+    assert views.stable_range((0.1, 0.9), previous=(0.0, 1.0)) == (0.0, 1.0)
+
+
+def test_slow_runs_show_their_rate_not_zero():
+    from explorer.ui.live import rate_text
+
+    assert rate_text(0.3) == "0.3" and rate_text(85.4) == "85" and rate_text(4.25) == "4.2" and rate_text(0) == "0"
