@@ -25,7 +25,6 @@ from typing import Any
 import torch
 
 from explorer.errors import ExplorerError, SpecError
-from explorer.execute import execute, run_foreground  # noqa: F401  (run_foreground: the CLI's entry, kept here)
 from explorer.registry import Registry, get_registry, is_installed
 from explorer.runs import ACTIVE, RunStore, open_run
 from explorer.spec import Spec, resolve, set_path
@@ -209,6 +208,8 @@ class RunManager:
         self._finished(run)
 
     def _train_here(self, run: ManagedRun) -> None:
+        from explorer.execute import execute  # the pipeline, trainer and renderer: only where a run trains
+
         assert run.steering is not None
         try:
             execute(run.store, run.spec, run.state, self.registry, resume_from=run.resume_from,
@@ -217,6 +218,8 @@ class RunManager:
             self._finished(run)
 
     def _finished(self, run: ManagedRun) -> None:
+        # The run folder holds the whole history now; a long-lived server keeps only the latest state.
+        run.state.update(history=[])
         with self._lock:
             self._training.discard(run.id)
             self._schedule()
@@ -338,3 +341,13 @@ class RunManager:
                          resume_optimizers=same_optim)
         run.state.update(step=step)
         return self._enqueue(run)
+
+
+def __getattr__(name: str) -> Any:
+    # ``run_foreground`` (the CLI's entry) lives in explorer.execute; imported on first use so that a
+    # server that only supervises workers never loads the trainer and its plotting.
+    if name == "run_foreground":
+        from explorer.execute import run_foreground
+
+        return run_foreground
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -4,13 +4,26 @@ no pyplot state). A histogram for 1-D data, a scatter for 2-D, an image grid for
 from __future__ import annotations
 
 import io
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from explorer.snapshots import Snapshot
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+
+def _figure(figsize: tuple[float, float]) -> "Figure":
+    """A matplotlib figure on the Agg canvas (matplotlib is imported here, on first use: a page that
+    only shows image grids never loads it)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize, dpi=100)
+    FigureCanvasAgg(fig)
+    return fig
+
 
 REAL_COLOUR = "#1f77b4"
 FAKE_COLOUR = "#ff7f0e"
@@ -56,14 +69,13 @@ def draw_snapshot(ax, snap: Snapshot, title: str | None = None) -> None:
 
 
 def snapshot_png(snap: Snapshot, title: str | None = None) -> bytes:
-    fig = Figure(figsize=(4, 4), dpi=100)
-    FigureCanvasAgg(fig)
+    fig = _figure((4, 4))
     draw_snapshot(fig.add_subplot(111), snap, title)
     fig.tight_layout()
     return figure_png(fig)
 
 
-def figure_png(fig: Figure) -> bytes:
+def figure_png(fig: "Figure") -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     return buf.getvalue()
@@ -73,8 +85,7 @@ def side_by_side_png(snaps: Sequence[Snapshot], titles: Sequence[str], curves: d
     """Samples of several runs side by side, with optional loss curves below (``genex compare``)."""
     n = max(1, len(snaps))
     rows = 2 if curves else 1
-    fig = Figure(figsize=(3.2 * n, 3.2 * rows), dpi=100)
-    FigureCanvasAgg(fig)
+    fig = _figure((3.2 * n, 3.2 * rows))
     for i, (snap, title) in enumerate(zip(snaps, titles)):
         draw_snapshot(fig.add_subplot(rows, n, i + 1), snap, title)
     if curves:

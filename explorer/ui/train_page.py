@@ -38,7 +38,7 @@ def _objective_info(spec_dict: dict) -> tuple[str, str, bool]:
     return name, formula, spec_dict.get("discriminator") is not None
 
 
-if run is not None:
+if run is not None and run.active:
     objective, formula, has_critic = _objective_info(run.spec.to_dict())
     name = run.spec.short_name()
     first = run.state.view()
@@ -58,16 +58,18 @@ if run is not None:
     live_view()
     live.draw_explanations(first.snapshot.kind if first.snapshot is not None else "", objective, formula, has_critic)
 elif run_id:
-    # Not live in this server (it finished before a restart, or another process ran it): show it from disk.
+    # Ended, or not live in this server (it finished before a restart, or another process ran it): its folder
+    # holds everything, so the server need not keep ended runs' histories in memory.
     try:
-        store = open_run(run_id)
+        store = run.store if run is not None else open_run(run_id)
     except ExplorerError as exc:
         st.warning(f"Run {run_id!r} is not live in this app and could not be opened: {exc}")
     else:
         view, run_name = live.view_from_disk(store)
-        st.info(f"Run {run_id} is not training in this app; showing what its folder holds ({store.path}).")
+        if run is None:
+            st.info(f"Run {run_id} is not training in this app; showing what its folder holds ({store.path}).")
         objective, formula, has_critic = _objective_info(store.read_spec())
-        live.draw_live(view, run_name, has_critic, key="disk")
+        live.draw_live(view, run_name, has_critic, key="live")
         live.draw_explanations(view.snapshot.kind if view.snapshot is not None else "", objective, formula, has_critic)
 else:
     st.info("No run yet. The preset in the sidebar is a known-good pipeline: press **Start** and watch it learn.")

@@ -69,9 +69,12 @@ def stable_range(wanted: tuple[float, float], previous: tuple[float, float] | No
     and the previous range kept while it still holds what is wanted and is not over twice its size."""
     lo, hi = float(wanted[0]), float(wanted[1])
     if not (math.isfinite(lo) and math.isfinite(hi)) or hi <= lo:
-        return previous or (lo - 1.0, lo + 1.0) if math.isfinite(lo) else (previous or (-1.0, 1.0))
-    if previous is not None and previous[0] <= lo and hi <= previous[1] and (hi - lo) > 0.5 * (previous[1] - previous[0]):
+        return previous or ((lo - 1.0, lo + 1.0) if math.isfinite(lo) else (-1.0, 1.0))
+    if previous is not None and previous[0] <= lo and hi <= previous[1] and (hi - lo) > 0.4 * (previous[1] - previous[0]):
         return previous
+    if previous is not None:  # it moves: leave room, so the next few frames fit without another jump
+        mid, half = (lo + hi) / 2, 0.6 * (hi - lo)
+        lo, hi = mid - half, mid + half
     step = _nice_step(hi - lo)
     return math.floor(lo / step) * step, math.ceil(hi / step) * step
 
@@ -89,7 +92,7 @@ def wanted_domain(snap: Snapshot) -> list[tuple[float, float]]:
     samples, padded by 8%."""
     real = np.asarray(snap.real, dtype=float).reshape(len(snap.real), -1)
     fake = np.asarray(snap.fake, dtype=float).reshape(len(snap.fake), -1)
-    rb, fb = _box(real, 0.5, 99.5), _box(fake, 0, 100)
+    rb, fb = _box(real, 0.5, 99.5), _box(fake, 0.5, 99.5)  # the few beyond are drawn at the edge and counted
     if rb is None:
         rb = fb or (np.full(real.shape[1], -1.0), np.full(real.shape[1], 1.0))
     lo, hi = rb
