@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import site
 import subprocess
 import sys
 from pathlib import Path
@@ -115,12 +116,20 @@ def test_a_partial_package_trains_with_builtins_for_the_other_slots(tmp_path, im
 
 
 def _venv(tmp_path: Path) -> Path:
+    """A throwaway virtual environment that sees *this* environment's packages (not the base
+    interpreter's, which ``--system-site-packages`` would give when the tests run in a venv: an old
+    setuptools there cannot build the package)."""
     venv = tmp_path / "venv"
-    made = subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)],
-                          capture_output=True, text=True)
+    made = subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], capture_output=True, text=True)
     if made.returncode != 0:
         pytest.skip(f"python -m venv is not available here: {made.stderr.strip()[:200]}")
-    return venv / ("Scripts" if os.name == "nt" else "bin") / "python"
+    python = venv / ("Scripts" if os.name == "nt" else "bin") / "python"
+    purelib = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    ours = [p for p in {*site.getsitepackages(), site.getusersitepackages()} if os.path.isdir(p)]
+    # addsitedir (not a bare path line) so this environment's own .pth files, editable installs among them, apply too
+    Path(purelib, "_parent_env.pth").write_text("".join(f"import site; site.addsitedir({p!r})\n" for p in ours))
+    return python
 
 
 def test_the_generated_package_installs_with_pip_shows_up_in_genex_plugins_and_passes_its_tests(tmp_path):

@@ -109,22 +109,22 @@ def draw_controls(spec: Spec | None, run_id: str | None) -> None:
     run = state.live_run(run_id)
     status = run.status if run is not None else None
     active = run is not None and run.active
-    c = st.columns([1, 1, 1.3, 1, 1, 3.2], vertical_alignment="bottom")
-    c[0].button("Start", type="primary", key="genex.start", on_click=on_start, args=(spec,), disabled=spec is None,
-                help="Start a new run with the sidebar's settings (a run already going keeps going).", width="stretch")
-    c[1].button("Resume" if status == "paused" else "Pause", key="genex.pause", on_click=on_pause_resume,
-                args=(run_id,), disabled=not active, width="stretch",
-                help="Pause the run (it stays in memory) or let it continue.")
-    with c[2]:
-        sub = st.columns([1, 1.2], vertical_alignment="bottom")
-        sub[0].button("Step", key="genex.step", on_click=on_step, args=(spec, run_id), width="stretch",
-                      help="Train the given number of steps, then pause. With no run, start one paused at step 0.")
-        sub[1].number_input("steps", min_value=1, max_value=100_000, value=10, step=1, key=STEP_N_KEY,
-                            label_visibility="collapsed", help="Steps per press of Step.")
-    c[3].button("Stop", key="genex.stop", on_click=on_stop, args=(run_id,), disabled=not active, width="stretch",
-                help="Stop the run for good (its folder, checkpoint and samples stay on disk).")
-    c[4].button("Reset", key="genex.reset", on_click=on_reset, args=(spec, run_id), disabled=spec is None, width="stretch",
-                help="Stop this run and start over at step 0 with the sidebar's settings, paused.")
+    # Buttons sized to their labels in a row that wraps, never truncates ("St…"); the run picker beside them.
+    c = st.columns([2.2, 1], vertical_alignment="bottom")
+    row = c[0].container(horizontal=True, vertical_alignment="bottom", gap="small")
+    row.button("Start", type="primary", key="genex.start", on_click=on_start, args=(spec,), disabled=spec is None,
+               help="Start a new run with the sidebar's settings (a run already going keeps going).", width="content")
+    row.button("Resume" if status == "paused" else "Pause", key="genex.pause", on_click=on_pause_resume,
+               args=(run_id,), disabled=not active, width="content",
+               help="Pause the run (it stays in memory) or let it continue.")
+    row.button("Step", key="genex.step", on_click=on_step, args=(spec, run_id), width="content",
+               help="Train the given number of steps, then pause. With no run, start one paused at step 0.")
+    row.number_input("steps", min_value=1, max_value=100_000, value=10, step=1, key=STEP_N_KEY, width=120,
+                     label_visibility="collapsed", help="Steps per press of Step.")
+    row.button("Stop", key="genex.stop", on_click=on_stop, args=(run_id,), disabled=not active, width="content",
+               help="Stop the run for good (its folder, checkpoint and samples stay on disk).")
+    row.button("Reset", key="genex.reset", on_click=on_reset, args=(spec, run_id), disabled=spec is None, width="content",
+               help="Stop this run and start over at step 0 with the sidebar's settings, paused.")
     manager = state.get_manager()
     options = list(dict.fromkeys([*(r for r in reversed(state.my_run_ids())),
                                   *(r.id for r in manager.runs() if r.active)]))
@@ -132,7 +132,7 @@ def draw_controls(spec: Spec | None, run_id: str | None) -> None:
         options.insert(0, run_id)
     if options:
         st.session_state[RUN_PICK_KEY] = run_id if run_id in options else None
-        c[5].selectbox("Run", options, key=RUN_PICK_KEY, on_change=on_pick,
+        c[1].selectbox("Run", options, key=RUN_PICK_KEY, on_change=on_pick,
                        placeholder="attach a live run of this server",
                        help="The runs of this tab first, then every live run of this server: pick one to watch and steer it.")
         with st.expander(f"Runs: {len(options)} (this tab's, and every live run of this server)"):

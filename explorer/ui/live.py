@@ -56,22 +56,27 @@ def draw_progress(view: RunView, name: str, starting: bool = False) -> None:
 def view_options(kind: str, key: str) -> views.ViewOptions:
     """Toggles for what the view draws (inside the fragment, so toggling redraws only the live part)."""
     opts = views.ViewOptions()
+    # toggles sized to their labels in a row that wraps: a narrow column never truncates them
     if kind == "2d":
-        c = st.columns(3)
-        opts.heatmap = c[0].toggle("heatmap", value=True, key=f"{key}.heatmap", help="The critic behind the points.")
-        opts.manifold = c[1].toggle("manifold", value=True, key=f"{key}.manifold", help="G applied to a grid over the latent square.")
-        opts.arrows = c[2].toggle("gradient arrows", value=False, key=f"{key}.arrows", help="Where the generator loss pushes each generated point.")
+        c = st.container(horizontal=True, gap="medium")
+        opts.heatmap = c.toggle("heatmap", value=True, key=f"{key}.heatmap", help="The critic behind the points.", width="content")
+        opts.manifold = c.toggle("manifold", value=True, key=f"{key}.manifold", help="G applied to a grid over the latent square.",
+                                 width="content")
+        opts.arrows = c.toggle("gradient arrows", value=False, key=f"{key}.arrows", width="content",
+                               help="Where the generator loss pushes each generated point.")
     elif kind == "1d":
-        c = st.columns(3)
-        opts.critic = c[0].toggle("D(x)", value=True, key=f"{key}.critic")
-        opts.d_star = c[1].toggle("D*(x)", value=True, key=f"{key}.dstar", help="The optimal discriminator for the current generator.")
-        opts.mapping = c[2].toggle("z → x mapping", value=True, key=f"{key}.mapping")
+        c = st.container(horizontal=True, gap="medium")
+        opts.critic = c.toggle("D(x)", value=True, key=f"{key}.critic", width="content")
+        opts.d_star = c.toggle("D*(x)", value=True, key=f"{key}.dstar", help="The optimal discriminator for the current generator.",
+                               width="content")
+        opts.mapping = c.toggle("z → x mapping", value=True, key=f"{key}.mapping", width="content")
     return opts
 
 
-def draw_view(snap: Snapshot | None, critic_title: str, key: str) -> None:
+def draw_view(snap: Snapshot | None, critic_title: str, key: str, active: bool = True) -> None:
     if snap is None:
-        st.info("Waiting for the first snapshot…")
+        st.info("Waiting for the first snapshot…" if active else
+                "This run saved no snapshot before it ended (they are saved every `snapshot_every` steps).")
         return
     opts = view_options(snap.kind, key)
     views.draw_snapshot(snap, opts=opts, critic_title=critic_title, key=f"{key}.view")
@@ -84,13 +89,14 @@ def draw_curves(history: list[dict[str, Any]], run_name: str, key: str) -> None:
         return
     loss_df = charts.history_frame(losses, run=run_name)
     names = charts.loss_series(loss_df)
-    c = st.columns([3, 1.2], vertical_alignment="bottom")
+    c = st.columns([2.3, 1.4], vertical_alignment="bottom")
     default = [n for n in ("d_loss", "g_loss", "mmd2") if n in names] or names[:2]
     # keyed by the series on offer: another run's series (another objective) gets its own selection
     chosen = c[0].multiselect("Losses over steps", names, default=default, key=f"{key}.series.{'.'.join(names)}",
                               help="Losses and what the objective logs beside them (d_real, d_fake: mean D on real and "
                                    "generated data; value: the estimate of V(D, G)).")
-    log_scale = c[1].toggle("log scale", key=f"{key}.log", help="For the losses and the metrics; a symmetric log where a series goes negative.")
+    log_scale = c[1].toggle("log scale", key=f"{key}.log", width="content",
+                            help="For the losses and the metrics; a symmetric log where a series goes negative.")
     if chosen:
         fig = charts.curves_figure(loss_df, chosen, log_scale=log_scale)
         st.vega_lite_chart(fig.spec(), width="stretch", key=f"{key}.losses")
@@ -115,13 +121,9 @@ def draw_live(view: RunView, name: str, has_critic: bool, key: str, starting: bo
     left, right = st.columns([1.1, 1], gap="large")
     critic_title = "D(x)" if has_critic else "witness"
     with left, st.container(key=f"{key}_view"):
-        draw_view(view.snapshot, critic_title, key)
+        draw_view(view.snapshot, critic_title, key, active=view.status in ACTIVE)
     with right, st.container(key=f"{key}_curves"):
         draw_curves(view.history, name, key)
-
-
-def is_active(status: str) -> bool:
-    return status in ACTIVE
 
 
 def _kind_of(fake: Any) -> str:

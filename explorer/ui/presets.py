@@ -30,9 +30,25 @@ class Preset:
     resolved: dict[str, Any] = field(default_factory=dict)
 
 
+_cache: dict[tuple[Any, ...], list[Preset]] = {}
+
+
 def load_presets(registry: Registry, folder: Path | None = None) -> list[Preset]:
-    """Every preset in ``folder`` (default ``explorer/presets``), the default one first, then by title."""
+    """Every preset in ``folder`` (default ``explorer/presets``), the default one first, then by title.
+
+    Parsed and resolved once per registry and set of files (every page run asks for them); callers
+    must not change the presets they get.
+    """
     folder = folder or PRESETS_DIR
+    files = tuple((p.name, p.stat().st_mtime_ns) for p in sorted(folder.glob("*.toml")))
+    key = (registry, str(folder), files)  # the registry itself (by identity): presets resolve against it
+    if key not in _cache:
+        _cache.clear()
+        _cache[key] = _load_presets(registry, folder)
+    return list(_cache[key])
+
+
+def _load_presets(registry: Registry, folder: Path) -> list[Preset]:
     out: list[Preset] = []
     for path in sorted(folder.glob("*.toml")):
         try:

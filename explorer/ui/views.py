@@ -103,7 +103,7 @@ def wanted_domain(snap: Snapshot) -> list[tuple[float, float]]:
     return [(float(a), float(b)) for a, b in zip(lo - pad, hi + pad)]
 
 
-def _equal_units(xdom: tuple[float, float], ydom: tuple[float, float], max_ratio: float = 2.0) -> tuple[tuple[float, float], tuple[float, float]]:
+def _equal_units(xdom: tuple[float, float], ydom: tuple[float, float], max_ratio: float = 1.5) -> tuple[tuple[float, float], tuple[float, float]]:
     """Widen the narrower axis (about its centre) so the plot's sides differ by at most ``max_ratio``
     while one unit of x1 stays as long as one unit of x2."""
     xs, ys = xdom[1] - xdom[0], ydom[1] - ydom[0]
@@ -253,7 +253,7 @@ def _points_2d(arr: np.ndarray, label: str, doms: Sequence[tuple[float, float]] 
 
 def domain_2d(snap: Snapshot, previous: Sequence[tuple[float, float]] | None = None) -> list[tuple[float, float]]:
     """The 2-D view's axis ranges: what :func:`wanted_domain` asks for, held still between redraws
-    (:func:`stable_range`), the narrower axis widened to keep equal units within a 2:1 frame."""
+    (:func:`stable_range`), the narrower axis widened to keep equal units within a 3:2 frame."""
     want = wanted_domain(snap)
     prev = list(previous) if previous is not None and len(previous) == 2 else [None, None]
     xdom, ydom = (stable_range(want[d], prev[d]) for d in range(2))
@@ -309,7 +309,7 @@ def _view_2d(heat: bool, is_d: bool, critic_title: str, manifold: bool, arrows: 
         layers.append(alt.Chart(key_points).mark_point(opacity=0).encode(
             x=alt.value(0), y=alt.value(0),
             color=alt.Color("v:Q", title=title, scale=alt.Scale(domain=domain, range=["#fdd0a2", "#ffffff", "#b3d3ea"]),
-                            legend=alt.Legend(orient="right", gradientLength=160, format=".2g"))))
+                            legend=alt.Legend(orient="right", gradientLength=max(60, min(160, height - 70)), format=".2g"))))
     if manifold:
         layers.append(alt.Chart(alt.Data(name="manifold")).mark_line(color="#555", strokeWidth=0.8, opacity=0.55, clip=True).encode(
             x=x_enc, y=y_enc, detail="line:N", order="order:Q"))
