@@ -190,14 +190,14 @@ def test_reset_stops_the_run_and_starts_over_paused_at_step_zero(app_runs_dir):
     at.button(key="genex.reset").click().run()
     second = at.query_params.get("run")
     assert second and second != first
-    poll(at, lambda a: "paused" in progress_text(a), timeout=30)
+    poll(at, lambda a: "paused" in progress_text(a), timeout=120)  # a worker process starts (torch imports) first
     assert step_of(at) == 0
     deadline = time.monotonic() + 20
     while manager().get(first).status != "stopped" and time.monotonic() < deadline:
         time.sleep(0.1)
     assert manager().get(first).status == "stopped"
     at.button(key="genex.step").click().run()  # Step trains a few steps, then pauses again
-    poll(at, lambda a: step_of(a) >= 10 and "paused" in progress_text(a), timeout=30)
+    poll(at, lambda a: step_of(a) >= 10 and "paused" in progress_text(a), timeout=60)
 
 
 def test_the_1d_view_renders_from_its_preset(app_runs_dir):
