@@ -31,9 +31,21 @@ class RunNotFound(ExplorerError):
     """No run with that id exists in the runs folder."""
 
 
+def shown(value: object, limit: int = 80) -> str:
+    """``repr(value)`` cut to ``limit`` characters, so a hostile value never floods a message."""
+    try:
+        text = repr(value)
+    except RecursionError:
+        text = f"<{type(value).__name__} nested too deeply>"
+    return text if len(text) <= limit else text[: limit - 12] + f"... ({len(text):,} chars)"
+
+
 def did_you_mean(value: object, choices: Iterable[str]) -> str:
     """A ' (did you mean ...?)' hint for a mistyped name, or an empty string."""
-    matches = difflib.get_close_matches(str(value), list(choices), n=1, cutoff=0.5)
+    text = str(value)
+    if len(text) > 200:  # difflib is quadratic: a hostile name gets no hint
+        return ""
+    matches = difflib.get_close_matches(text, list(choices), n=1, cutoff=0.5)
     return f" (did you mean {matches[0]!r}?)" if matches else ""
 
 
