@@ -64,9 +64,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from explorer.manager import run_foreground
-    from explorer.spec import parse_spec
+    from explorer.spec import load_spec_file, parse_spec
 
-    spec = parse_spec(args.spec, steps=args.steps, seed=args.seed, device=args.device)
+    # A path is a path: never read as TOML text, an empty one is an error (not the default pipeline).
+    spec = parse_spec(load_spec_file(args.spec), steps=args.steps, seed=args.seed, device=args.device)
     bar = tqdm(total=spec.steps, unit="step", dynamic_ncols=True, disable=args.quiet)
 
     def progress(trainer: Any) -> None:
@@ -173,6 +174,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except SystemExit as exc:  # only a plugin's code calls sys.exit() below this point
+        print(f"genex {args.command}: error: a plugin's code called sys.exit({exc.code!r}) and ended this command early; "
+              "see `genex plugins` for the plugins loaded, and GENEX_BLOCK_PLUGINS to leave one out", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -11,15 +11,25 @@ Environment switches:
                        set but empty = built-ins only. Unset = everything installed.
   GENEX_BLOCK_PLUGINS  comma list of plugins (entry-point, module or distribution names) never to load.
   GENEX_STRICT_PLUGINS=1  re-raise the first plugin failure instead of recording it (for plugin authors).
+
+A third-party plugin is first imported in a separate Python process, once per installed version
+(the verdict is remembered in ``~/.cache/generative-explorer/plugin-import-checks.json``, or under
+``$XDG_CACHE_HOME``): a plugin whose import ends the process (``os._exit``, a crash) or hangs is
+reported by name, with the ``GENEX_BLOCK_PLUGINS`` line that leaves it out, and never imported here,
+so it cannot take ``genex plugins`` or the app server down with it.
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.metadata as md
+import json
 import os
+import subprocess
+import sys
 import threading
 import traceback
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
 
@@ -175,6 +185,11 @@ class Registry:
             if not _is_builtin(ep) and selected is not None and not names & selected:
                 self.skipped[ep.name] = "not listed in GENEX_LOAD_PLUGINS" if selected else "GENEX_LOAD_PLUGINS is empty (built-ins only)"
                 continue
+            if not _is_builtin(ep):
+                killed = import_check(ep)
+                if killed:
+                    self._fail(ep.name, dist, version, "import", killed, None)
+                    continue
             self._load(lambda ep=ep: ep.load(), ep.name, dist, version)
         return self
 
@@ -409,6 +424,78 @@ def _version(dist: str) -> str | None:
         from explorer import __version__
 
         return __version__
+
+
+IMPORT_CHECK_TIMEOUT_S = 60.0
+_IMPORT_CHECK_OK = "genex-import-check-ok"
+_IMPORT_CHECK = f"""
+import importlib, os, sys
+module, _, attr = sys.argv[1].partition(":")
+try:
+    obj = importlib.import_module(module.strip())
+    for part in filter(None, attr.strip().split(".")):
+        obj = getattr(obj, part)
+except BaseException:
+    pass  # an ordinary failure is reported when the plugin is imported for real
+sys.stdout.write("{_IMPORT_CHECK_OK}")
+sys.stdout.flush()
+os._exit(0)
+"""
+
+
+def _check_cache_path() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "generative-explorer" / "plugin-import-checks.json"
+
+
+def import_check(ep: md.EntryPoint) -> str:
+    """Import a plugin's module in a separate process first: "" when that process lives through the
+    import (an ordinary exception counts as living: it is reported when imported here), else why it
+    is left out. The verdict is remembered per installed version of the distribution."""
+    dist = ep.dist
+    where = getattr(dist, "_path", None)
+    try:
+        stamp = os.stat(where).st_mtime_ns if where else 0
+    except OSError:
+        stamp = 0
+    key = f"{dist.name if dist else ''}=={dist.version if dist else ''}|{ep.name}={ep.value}|{where}|{stamp}"
+    cache_path = _check_cache_path()
+    try:
+        cache = json.loads(cache_path.read_text(encoding="utf-8"))
+        cache = cache if isinstance(cache, dict) else {}
+    except (OSError, ValueError):
+        cache = {}
+    verdict = cache.get(key)
+    if isinstance(verdict, str):
+        return verdict
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if isinstance(p, str)))
+    label = f"{dist.name} {dist.version}" if dist else ep.name
+    block = f"GENEX_BLOCK_PLUGINS={ep.name}"
+    try:
+        proc = subprocess.run([sys.executable, "-c", _IMPORT_CHECK, ep.value], env=env, capture_output=True,
+                              timeout=IMPORT_CHECK_TIMEOUT_S, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        return (f"importing it ({label}) did not finish within {IMPORT_CHECK_TIMEOUT_S:g} s in a separate check process, "
+                f"so it was not loaded; fix or uninstall it, or set {block} to leave it out")
+    except OSError:
+        return ""  # no way to run a check here: import it as before
+    if _IMPORT_CHECK_OK in proc.stdout.decode("utf-8", "replace"):
+        verdict = ""
+    else:
+        how = f"exit code {proc.returncode}" if proc.returncode >= 0 else f"signal {-proc.returncode}"
+        verdict = (f"importing it ({label}) ends the Python process ({how}: os._exit() or a crash), "
+                   f"so it was not loaded, to keep this program alive; fix or uninstall it, or set {block} to leave it out")
+    cache[key] = verdict
+    if len(cache) > 500:  # keep the newest verdicts
+        cache = dict(list(cache.items())[-500:])
+    try:
+        cache_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache_path.with_name(f".{cache_path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(cache, indent=1), encoding="utf-8")
+        os.replace(tmp, cache_path)
+    except OSError:
+        pass  # an unwritable cache only means checking again next time
+    return verdict
 
 
 _lock = threading.Lock()

@@ -97,6 +97,28 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
+def fresh_folder(out: str | Path) -> Path:
+    """``--out``: an empty folder, made if missing; ExplorerError saying why not (a file, not empty, unwritable)."""
+    if not str(out).strip():
+        raise ExplorerError("--out is empty; give the folder the output should go to")
+    path = Path(out)
+    where = f"output folder {shown(str(path))}"
+    try:
+        if path.exists() and not path.is_dir():
+            raise ExplorerError(f"{where} is a file, not a folder; choose a new --out")
+        if path.is_dir() and any(path.iterdir()):
+            raise ExplorerError(f"{where} is not empty; choose a new --out or delete it")
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ExplorerError(f"{where} cannot be created: {_os_reason(exc)}; choose another --out") from None
+    return path
+
+
+def _os_reason(exc: OSError) -> str:
+    """An OSError's reason in words (``Permission denied``), without the errno and repeated path."""
+    return exc.strerror or type(exc).__name__
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-")[:60] or "run"
 
@@ -382,13 +404,14 @@ class RunStore:
                parent: dict[str, Any] | None = None, out: str | Path | None = None) -> "RunStore":
         """A new run folder (``out`` exactly, or ``<root>/<timestamp>-<name>``) holding the spec."""
         if out is not None:
-            path = Path(out)
-            if path.exists() and any(path.iterdir()):
-                raise ExplorerError(f"output folder {str(path)!r} is not empty; choose a new --out or delete it")
-            path.mkdir(parents=True, exist_ok=True)
+            path = fresh_folder(out)
         else:
             base = runs_root(root)
-            base.mkdir(parents=True, exist_ok=True)
+            try:
+                base.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise ExplorerError(f"the runs folder {shown(str(base))} cannot be created: {_os_reason(exc)}; "
+                                    "set GENEX_RUNS_DIR to a folder you can write") from None
             stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
             stem = f"{stamp}-{_slug(name or spec_dict.get('name') or 'run')}"
             for i in range(1000):
@@ -399,9 +422,12 @@ class RunStore:
                 except FileExistsError:
                     continue
         store = cls(path)
-        (path / "samples").mkdir(exist_ok=True)
-        atomic_write_json(path / "spec.json", spec_dict)
-        store.write_status("queued", step=0, total_steps=int(spec_dict.get("steps", 0)), parent=parent, created=time.time())
+        try:
+            (path / "samples").mkdir(exist_ok=True)
+            atomic_write_json(path / "spec.json", spec_dict)
+            store.write_status("queued", step=0, total_steps=int(spec_dict.get("steps", 0)), parent=parent, created=time.time())
+        except OSError as exc:
+            raise ExplorerError(f"cannot write the run folder {shown(str(path))}: {_os_reason(exc)}") from None
         return store
 
     # -- status -----------------------------------------------------------------------------------
