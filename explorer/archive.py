@@ -488,7 +488,7 @@ def delete_run(store: RunStore | str | Path, root: str | Path | None = None) -> 
     if not isinstance(store, RunStore):
         from explorer.runs import open_run
 
-        store = open_run(str(store), root)
+        store = open_run(str(store), root, check_spec=False)
     path = store.path
     if path.is_symlink() or not (path / "spec.json").is_file():
         raise ExplorerError(f"{str(path)!r} is not a run folder; nothing deleted")

@@ -40,7 +40,7 @@ DAMAGED = "damaged"  # a run folder whose files cannot be trusted: listed, opena
 MAX_JSON_FILE = 4 << 20  # spec.json, status.json
 MAX_ID_CHARS = 400  # a run id or a path to one (the longest real one is about 200)
 MAX_TEXT = 10_000  # error messages and other free text read back from status.json
-MAX_TIME = 253402300799.0  # 9999-12-31: anything later is not a time datetime can show
+MAX_TIME = 32503680000.0  # the year 3000: anything later is not a time a run was made
 SNAPSHOT_KINDS = ("1d", "2d", "image", "vector")
 MAX_SNAPSHOT_BYTES = 512 << 20  # inflated size of one .npz or .npy
 STEP_FILE_RE = re.compile(r"^step_(\d{7,12})\.npy$")
@@ -393,6 +393,8 @@ class RunStore:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        self.snapshot_problem: str | None = None  # why the last snapshot asked for could not be read
+        self.skipped_records = 0  # metrics.jsonl lines the last read_metrics() skipped
 
     @property
     def id(self) -> str:
@@ -545,8 +547,8 @@ class RunStore:
         """The generated samples saved at ``step``; ValueError when the file is not plain numbers (n, ...)."""
         path = self.path / "samples" / f"step_{step:07d}.npy"
         arr = load_npy(path)
-        if arr.ndim < 2 or len(arr) == 0:
-            raise ValueError(f"{path.name} holds an array of shape {arr.shape}, not (n, ...)")
+        if arr.ndim not in (2, 4) or len(arr) == 0 or (arr.ndim == 4 and (arr.shape[1] not in (1, 3) or max(arr.shape[2:]) > 1024)):
+            raise ValueError(f"{path.name} holds an array of shape {arr.shape}, not samples (n, d) or images (n, 1 or 3, h, w)")
         return arr
 
     def load_snapshot_arrays(self, step: int) -> SnapshotArrays | None:
@@ -697,6 +699,12 @@ def spec_problem(spec: Any) -> str | None:
             continue
         if not isinstance(val, dict) or not isinstance(val.get("name"), str):
             return f"is not a spec ({key} is {shown(val, 40)}, not a component)"
+    if spec.get("optim") is not None and (not isinstance(spec["optim"], dict) or not all(isinstance(v, dict) for v in spec["optim"].values())):
+        return f"is not a spec (optim is {shown(spec['optim'], 40)}, not a table of optimiser tables)"
+    if spec.get("metrics") is not None and not isinstance(spec["metrics"], (str, list)):
+        return f"is not a spec (metrics is {shown(spec['metrics'], 40)})"
+    if spec.get("provenance") is not None and not isinstance(spec["provenance"], dict):
+        return f"is not a spec (provenance is {shown(spec['provenance'], 40)}, not a table)"
     for key in ("steps", "seed", "batch_size"):
         if key in spec and not _is_int(spec[key]):
             return f"is not a spec ({key} is {shown(spec[key], 40)}, not a whole number)"
@@ -787,11 +795,12 @@ def list_runs(root: str | Path | None = None, comparisons: bool = True) -> list[
     return sorted((s.summary() for s in iter_runs(root, comparisons)), key=lambda r: r.created, reverse=True)
 
 
-def open_run(run_id: str, root: str | Path | None = None) -> RunStore:
+def open_run(run_id: str, root: str | Path | None = None, check_spec: bool = True) -> RunStore:
     """A run inside the runs folder, by id (its folder name), by its path relative to the runs folder
     (``<comparison>/runs/<run>``, as ``genex runs`` prints runs inside comparisons), or by a path that
     leads into the runs folder. Nothing outside the runs folder opens, whatever the id (``?run=`` in a
     URL is an id like any other). Opening a run removes the temporary files a killed run left.
+    ExplorerError when its spec.json is damaged (unless ``check_spec`` is False: deleting it still works).
     """
     base = runs_root(root)
     if not isinstance(run_id, str) or not run_id.strip():
@@ -815,6 +824,8 @@ def open_run(run_id: str, root: str | Path | None = None) -> RunStore:
         if not all(RUN_ID_RE.match(part) for part in rel.split("/")):
             raise RunNotFound(f"{shown(run_id)} is not a valid run id; `genex runs` lists them")
         raise RunNotFound(f"no run {shown(run_id)} in {str(base)!r}; `genex runs` lists them")
+    if check_spec:
+        store.read_spec()  # a run whose spec.json is damaged cannot be shown or resumed: say so here
     store.clean_leftovers()
     return store
 

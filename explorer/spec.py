@@ -402,9 +402,11 @@ def parse_spec(source: str | Path | Mapping[str, Any], registry: Registry | None
 # ----------------------------------------------------------------------------------------------
 def parse_value(text: str) -> Any:
     """A CLI value: a TOML literal when it parses (1e-3, true, [1, 2], "x"), else the plain string."""
+    if len(text) > MAX_STRING or _bracket_depth(text, "toml") > MAX_DEPTH or "\n" in text:
+        return text  # never a spec value; the spec check names it
     try:
         return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
+    except (tomllib.TOMLDecodeError, RecursionError, ValueError):
         return text
 
 
