@@ -199,8 +199,9 @@ def _stream(name: str, rel: str, fh: IO[bytes], claimed: int, dest: Path, budget
     if budget.files > budget.limits.members:
         raise ArchiveError(f"more than {budget.limits.members} files in the archive")
     cap = min(budget.limits.for_name(rel), budget.total - budget.used)
+    why = f" (an archive of this size may unpack to at most {budget.total} bytes)" if cap < budget.limits.for_name(rel) else ""
     if claimed > cap:
-        raise ArchiveError(f"member {shown(name)} is {claimed} bytes, more than the {cap} allowed")
+        raise ArchiveError(f"member {shown(name)} is {claimed} bytes, more than the {cap} allowed{why}")
     dest.parent.mkdir(parents=True, exist_ok=True)
     written = 0
     with open(dest, "xb") as out:
@@ -210,8 +211,7 @@ def _stream(name: str, rel: str, fh: IO[bytes], claimed: int, dest: Path, budget
                 break
             written += len(chunk)
             if written > cap:
-                raise ArchiveError(f"member {shown(name)} is larger than the {cap} bytes allowed "
-                                   f"(an archive of this size may unpack to at most {budget.total} bytes)")
+                raise ArchiveError(f"member {shown(name)} is larger than the {cap} bytes allowed{why}")
             out.write(chunk)
     budget.used += written
 

@@ -68,9 +68,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     # A path is a path: never read as TOML text, an empty one is an error (not the default pipeline).
     spec = parse_spec(load_spec_file(args.spec), steps=args.steps, seed=args.seed, device=args.device)
-    bar = tqdm(total=spec.steps, unit="step", dynamic_ncols=True, disable=args.quiet)
+    bars: list[Any] = []  # the progress bar appears once training starts (not before an error about --out)
 
     def progress(trainer: Any) -> None:
+        bar = tqdm(total=spec.steps, unit="step", dynamic_ncols=True, disable=args.quiet)
+        bars.append(bar)
+
         def on_log(tr: Any, rec: dict[str, Any]) -> None:
             bar.n = rec["step"]
             shown = {k: f"{v:.4g}" for k, v in rec.items() if k not in ("step", "time", "steps_per_s") and isinstance(v, float)}
@@ -84,8 +87,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from explorer.training import TrainerConfig
 
     # Headless: no live snapshots for a UI, only the saved ones every snapshot_every steps.
-    store, state = run_foreground(spec, out=args.out, progress=progress, config=TrainerConfig(snapshot_hz=0))
-    bar.close()
+    try:
+        store, state = run_foreground(spec, out=args.out, progress=progress, config=TrainerConfig(snapshot_hz=0))
+    finally:
+        for bar in bars:
+            bar.close()
     view = state.view()
     st = store.read_status()
     print(f"run {store.id}: {view.status} at step {view.step}/{spec.steps} -> {store.path}")
