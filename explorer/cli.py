@@ -17,7 +17,7 @@ import json
 import sys
 from typing import Any, Callable
 
-from explorer.errors import ExplorerError
+from explorer.errors import ExplorerError, one_line
 
 # Subcommands that live in their own modules: (module, help). Each module has configure(parser) and run(args) -> int.
 EXTERNAL_COMMANDS = {
@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return handlers[args.command](args)
     except ExplorerError as exc:
-        print(f"genex {args.command}: error: {exc}", file=sys.stderr)
+        print(f"genex {args.command}: error: {one_line(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
