@@ -11,10 +11,8 @@ import re
 import signal
 import subprocess
 import sys
-import tarfile
 import textwrap
 import tracemalloc
-import zipfile
 import zlib
 from pathlib import Path
 
