@@ -171,9 +171,9 @@ class Registry:
                 self.load_module(module, name=name, dist=BUILTIN_DIST, version=_version(BUILTIN_DIST))
         eps.sort(key=lambda e: (not _is_builtin(e), _norm(e.dist.name) if e.dist else "", e.name))
         seen: set[tuple[str, str, str]] = set()
+        chosen: list[md.EntryPoint] = []
         for ep in eps:
             dist = ep.dist.name if ep.dist else None
-            version = ep.dist.version if ep.dist else None
             key = (_norm(dist or ""), ep.name, ep.value)
             if key in seen:  # the same distribution found twice on sys.path (e.g. a stale egg-info)
                 continue
@@ -185,11 +185,15 @@ class Registry:
             if not _is_builtin(ep) and selected is not None and not names & selected:
                 self.skipped[ep.name] = "not listed in GENEX_LOAD_PLUGINS" if selected else "GENEX_LOAD_PLUGINS is empty (built-ins only)"
                 continue
-            if not _is_builtin(ep):
-                killed = import_check(ep)
-                if killed:
-                    self._fail(ep.name, dist, version, "import", killed, None)
-                    continue
+            chosen.append(ep)
+        # Third-party plugins are first imported in a separate process: one that ends the process is named, not imported.
+        killed = import_checks([ep for ep in chosen if not _is_builtin(ep)])
+        for ep in chosen:
+            dist = ep.dist.name if ep.dist else None
+            version = ep.dist.version if ep.dist else None
+            if killed.get(ep.name):
+                self._fail(ep.name, dist, version, "import", killed[ep.name], None)
+                continue
             self._load(lambda ep=ep: ep.load(), ep.name, dist, version)
         return self
 
@@ -426,19 +430,20 @@ def _version(dist: str) -> str | None:
         return __version__
 
 
-IMPORT_CHECK_TIMEOUT_S = 60.0
+IMPORT_CHECK_TIMEOUT_S = 90.0
 _IMPORT_CHECK_OK = "genex-import-check-ok"
 _IMPORT_CHECK = f"""
 import importlib, os, sys
-module, _, attr = sys.argv[1].partition(":")
-try:
-    obj = importlib.import_module(module.strip())
-    for part in filter(None, attr.strip().split(".")):
-        obj = getattr(obj, part)
-except BaseException:
-    pass  # an ordinary failure is reported when the plugin is imported for real
-sys.stdout.write("{_IMPORT_CHECK_OK}")
-sys.stdout.flush()
+for i, value in enumerate(sys.argv[1:]):
+    module, _, attr = value.partition(":")
+    try:
+        obj = importlib.import_module(module.strip())
+        for part in filter(None, attr.strip().split(".")):
+            obj = getattr(obj, part)
+    except BaseException:
+        pass  # an ordinary failure is reported when the plugin is imported for real
+    sys.stdout.write("{_IMPORT_CHECK_OK} %d\\n" % i)
+    sys.stdout.flush()
 os._exit(0)
 """
 
@@ -448,44 +453,66 @@ def _check_cache_path() -> Path:
     return Path(base) / "generative-explorer" / "plugin-import-checks.json"
 
 
-def import_check(ep: md.EntryPoint) -> str:
-    """Import a plugin's module in a separate process first: "" when that process lives through the
-    import (an ordinary exception counts as living: it is reported when imported here), else why it
-    is left out. The verdict is remembered per installed version of the distribution."""
+def _check_key(ep: md.EntryPoint) -> str:
     dist = ep.dist
     where = getattr(dist, "_path", None)
     try:
         stamp = os.stat(where).st_mtime_ns if where else 0
     except OSError:
         stamp = 0
-    key = f"{dist.name if dist else ''}=={dist.version if dist else ''}|{ep.name}={ep.value}|{where}|{stamp}"
+    return f"{dist.name if dist else ''}=={dist.version if dist else ''}|{ep.name}={ep.value}|{where}|{stamp}"
+
+
+def import_checks(eps: list[md.EntryPoint]) -> dict[str, str]:
+    """Import plugins' modules in a separate process first: {entry-point name: "" when that process
+    lives through its import (an ordinary exception counts as living: it is reported when imported
+    here), else why it is left out}. One process imports every plugin not checked before, in turn;
+    when one ends it, that one is named and the rest are checked in a fresh process. The verdicts are
+    remembered per installed version of each distribution."""
     cache_path = _check_cache_path()
     try:
         cache = json.loads(cache_path.read_text(encoding="utf-8"))
         cache = cache if isinstance(cache, dict) else {}
     except (OSError, ValueError):
         cache = {}
-    verdict = cache.get(key)
-    if isinstance(verdict, str):
-        return verdict
+    verdicts: dict[str, str] = {}
+    todo: list[tuple[md.EntryPoint, str]] = []
+    for ep in eps:
+        key = _check_key(ep)
+        if isinstance(cache.get(key), str):
+            verdicts[ep.name] = cache[key]
+        else:
+            todo.append((ep, key))
+    if not todo:
+        return verdicts
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if isinstance(p, str)))
-    label = f"{dist.name} {dist.version}" if dist else ep.name
-    block = f"GENEX_BLOCK_PLUGINS={ep.name}"
-    try:
-        proc = subprocess.run([sys.executable, "-c", _IMPORT_CHECK, ep.value], env=env, capture_output=True,
-                              timeout=IMPORT_CHECK_TIMEOUT_S, stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired:
-        return (f"importing it ({label}) did not finish within {IMPORT_CHECK_TIMEOUT_S:g} s in a separate check process, "
-                f"so it was not loaded; fix or uninstall it, or set {block} to leave it out")
-    except OSError:
-        return ""  # no way to run a check here: import it as before
-    if _IMPORT_CHECK_OK in proc.stdout.decode("utf-8", "replace"):
-        verdict = ""
-    else:
-        how = f"exit code {proc.returncode}" if proc.returncode >= 0 else f"signal {-proc.returncode}"
-        verdict = (f"importing it ({label}) ends the Python process ({how}: os._exit() or a crash), "
-                   f"so it was not loaded, to keep this program alive; fix or uninstall it, or set {block} to leave it out")
-    cache[key] = verdict
+    while todo:
+        timed_out = False
+        try:
+            proc = subprocess.run([sys.executable, "-c", _IMPORT_CHECK, *(ep.value for ep, _ in todo)], env=env,
+                                  capture_output=True, timeout=IMPORT_CHECK_TIMEOUT_S, stdin=subprocess.DEVNULL)
+            out, code = proc.stdout, proc.returncode
+        except subprocess.TimeoutExpired as exc:
+            out, code, timed_out = exc.stdout or b"", None, True
+        except OSError:
+            break  # no way to run a check here: import them as before
+        done = sum(1 for line in out.decode("utf-8", "replace").splitlines() if line.startswith(_IMPORT_CHECK_OK))
+        for ep, key in todo[:done]:
+            verdicts[ep.name] = cache[key] = ""
+        if done >= len(todo):
+            break
+        ep, key = todo[done]
+        label = f"{ep.dist.name} {ep.dist.version}" if ep.dist else ep.name
+        block = f"GENEX_BLOCK_PLUGINS={ep.name}"
+        if timed_out:
+            verdicts[ep.name] = (f"importing it ({label}) did not finish within {IMPORT_CHECK_TIMEOUT_S:g} s in a separate "
+                                 f"check process, so it was not loaded; fix or uninstall it, or set {block} to leave it out")
+        else:
+            how = f"exit code {code}" if code is not None and code >= 0 else f"signal {-(code or 0)}"
+            verdicts[ep.name] = cache[key] = (
+                f"importing it ({label}) ends the Python process ({how}: os._exit() or a crash), so it was not loaded, "
+                f"to keep this program alive; fix or uninstall it, or set {block} to leave it out")
+        todo = todo[done + 1:]
     if len(cache) > 500:  # keep the newest verdicts
         cache = dict(list(cache.items())[-500:])
     try:
@@ -495,7 +522,7 @@ def import_check(ep: md.EntryPoint) -> str:
         os.replace(tmp, cache_path)
     except OSError:
         pass  # an unwritable cache only means checking again next time
-    return verdict
+    return verdicts
 
 
 _lock = threading.Lock()

@@ -417,7 +417,11 @@ def test_sys_exit_in_a_component_fails_its_run_named(runs, capsys):
     assert store.read_status()["status"] == "failed"
 
 
-def test_a_plugin_calling_os_exit_at_import_is_named_and_left_out(tmp_path):
+def test_a_plugin_calling_os_exit_at_import_is_named_and_left_out(tmp_path, monkeypatch):
+    import importlib.metadata
+
+    from explorer import registry
+
     site = tmp_path / "site"
     info = site / "genex_killer-0.3.dist-info"
     info.mkdir(parents=True)
@@ -427,17 +431,43 @@ def test_a_plugin_calling_os_exit_at_import_is_named_and_left_out(tmp_path):
         import os
         os._exit(7)
     """))
+    for dist, mod in (("genex_aaa_fine", "genex_aaa_fine_mod"), ("genex_zzz_fine", "genex_zzz_fine_mod")):  # checked in the same process
+        fine = site / f"{dist}-1.0.dist-info"
+        fine.mkdir()
+        (fine / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist.replace('_', '-')}\nVersion: 1.0\n")
+        (fine / "entry_points.txt").write_text(f"[generative_explorer]\n{mod[6:9]} = {mod}\n")
+        (site / f"{mod}.py").write_text(textwrap.dedent(f"""
+            from explorer import Sampler, hookimpl
+
+            class Fine(Sampler):
+                name = "{mod[6:9]}-fine"
+                summary = "a fine sampler"
+                def __init__(self, **kw):
+                    super().__init__(**kw)
+                    self.shape = (1,)
+                def sample(self, n, generator, device):
+                    import torch
+                    return torch.rand(n, 1, generator=generator, device=device)
+
+            @hookimpl
+            def register_samplers(register):
+                register(Fine)
+        """))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(site)]), XDG_CACHE_HOME=str(tmp_path / "cache"),
                GENEX_TORCH_THREADS="1")
-    env["GENEX_LOAD_PLUGINS"] = "killer"  # built-ins and this one: no other installed plugin to check
-    for _ in range(2):  # the second time the verdict comes from the cache
-        proc = subprocess.run([sys.executable, "-m", "explorer", "plugins"], capture_output=True, text=True, env=env, timeout=300)
-        assert proc.returncode == 0, proc.stderr
-        assert "killer (genex-killer 0.3) [import]: importing it (genex-killer 0.3) ends the Python process (exit code 7" in proc.stdout
-        assert "GENEX_BLOCK_PLUGINS=killer" in proc.stdout
-        assert "ring8" in proc.stdout  # everything else still loads
-    cache = json.loads((tmp_path / "cache" / "generative-explorer" / "plugin-import-checks.json").read_text())
-    assert any("genex-killer==0.3" in key for key in cache)
+    env["GENEX_LOAD_PLUGINS"] = "killer,aaa,zzz"  # built-ins and these: no other installed plugin to check
+    proc = subprocess.run([sys.executable, "-m", "explorer", "plugins"], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "killer (genex-killer 0.3) [import]: importing it (genex-killer 0.3) ends the Python process (exit code 7" in proc.stdout
+    assert "GENEX_BLOCK_PLUGINS=killer" in proc.stdout
+    assert "ring8" in proc.stdout and "aaa-fine" in proc.stdout and "zzz-fine" in proc.stdout  # everything else loads
+    # The verdicts are remembered per installed version: the next start runs no check process.
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setattr(registry.subprocess, "run", lambda *a, **k: pytest.fail("checked again"))
+    eps = [ep for ep in importlib.metadata.entry_points(group="generative_explorer") if ep.name in ("killer", "aaa", "zzz")]
+    verdicts = registry.import_checks(eps)
+    assert verdicts["aaa"] == verdicts["zzz"] == "" and "ends the Python process" in verdicts["killer"]
 
 
 # -- image folders ------------------------------------------------------------------------------------------
