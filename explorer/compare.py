@@ -34,7 +34,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from explorer.errors import ExplorerError, SpecError
+from explorer.errors import ExplorerError, SpecError, one_line
 from explorer.registry import Registry, get_registry
 from explorer.runs import RunStore, atomic_write_bytes, atomic_write_json, fresh_folder, runs_root
 from explorer.snapshots import Snapshot, snapshot_from_arrays
@@ -156,7 +156,7 @@ def expand_variants(base: Mapping[str, Any], varies: Sequence[tuple[str, Sequenc
             try:
                 spec = resolve(raw, registry)
             except SpecError as exc:
-                raise SpecError(exc.field, f"{exc.message} (in variant {label})") from None
+                raise SpecError(exc.field, f"{exc.message} (in variant {one_line(label)[:200]})") from None
             out.append(Variant(label, changes, seed, raw, spec))
     return out
 

@@ -322,9 +322,9 @@ def test_fuzz_run_archives(data, sandbox, base_members):
     runs, _ = sandbox
     if not hasattr(test_fuzz_run_archives, "budget"):
         test_fuzz_run_archives.budget = Budget("archives")
+    blob = data.draw(archives(base_members))  # drawn first: what is drawn never depends on the clock
     if test_fuzz_run_archives.budget.spent():
         return
-    blob = data.draw(archives(base_members))
     STATS["archives tried"] += 1
     with no_hang():
         try:
@@ -390,9 +390,13 @@ def test_fuzz_app_url_parameters(token, run_id, vary, sandbox, source, tmp_path)
 
 
 # -- run folders damaged as a crash (kill -9 mid-write), a disk or a person leaves them -------------------------
+DAMAGE_STEPS = st.lists(st.tuples(st.integers(0, 10**6), st.sampled_from(["cut", "flip", "json", "remove", "random"]),
+                                   st.integers(0, 10**9), st.integers(1, 255), values, st.binary(max_size=200)), min_size=1, max_size=3)
+
+
 @fuzz(60)
-@given(data=st.data())
-def test_fuzz_damaged_run_folders_never_break_a_listing(data, sandbox, source):
+@given(plan=DAMAGE_STEPS)
+def test_fuzz_damaged_run_folders_never_break_a_listing(plan, sandbox, source):
     runs, _ = sandbox
     if not hasattr(test_fuzz_damaged_run_folders_never_break_a_listing, "budget"):
         test_fuzz_damaged_run_folders_never_break_a_listing.budget = Budget("folders")
@@ -402,23 +406,22 @@ def test_fuzz_damaged_run_folders_never_break_a_listing(data, sandbox, source):
         copy_run(source, runs, "good")
     store = copy_run(source, runs, f"bad-{uuid.uuid4().hex[:12]}")
     files = sorted(p for p in store.path.rglob("*") if p.is_file())
-    for _ in range(data.draw(st.integers(1, 3))):
-        target = data.draw(st.sampled_from(files))
+    for index, how, at, flip, value, junk in plan:
+        target = files[index % len(files)]
         if not target.exists():
             continue
         blob = target.read_bytes()
-        how = data.draw(st.sampled_from(["cut", "flip", "json", "remove", "random"]))
         if how == "cut":  # what a kill -9 in the middle of a write leaves
-            target.write_bytes(blob[: data.draw(st.integers(0, max(len(blob) - 1, 0)))])
+            target.write_bytes(blob[: at % max(len(blob), 1)])
         elif how == "flip" and blob:
-            i = data.draw(st.integers(0, len(blob) - 1))
-            target.write_bytes(blob[:i] + bytes([blob[i] ^ data.draw(st.integers(1, 255))]) + blob[i + 1:])
+            i = at % len(blob)
+            target.write_bytes(blob[:i] + bytes([blob[i] ^ flip]) + blob[i + 1:])
         elif how == "json":
-            target.write_text(json.dumps(data.draw(values)))
+            target.write_text(json.dumps(value))
         elif how == "remove":
             target.unlink()
         else:
-            target.write_bytes(data.draw(st.binary(max_size=200)))
+            target.write_bytes(junk)
     STATS["damaged run folders tried"] += 1
     with no_hang():
         listed = {r.id: r for r in list_runs(runs)}
