@@ -7,12 +7,15 @@ An archive (.zip or .tar.gz) holds one run folder::
     <run id>/samples/step_0000500.npy / .png / .npz
 
 Importing treats the archive as hostile until proven otherwise: only those names, regular files
-only (no symlinks, hard links or devices), no absolute paths or '..', bounded sizes per file and in
-total (checked on the bytes actually read, not on the sizes the archive claims), NumPy arrays
-loaded with ``allow_pickle=False``, the checkpoint with ``torch.load(weights_only=True)``, and a
-spec that resolves against the plugins installed here. Nothing is unpacked with ``extractall``:
-each file is read into memory, checked, and written into a temporary folder that is renamed into
-place only when everything passed.
+only (no symlinks, hard links, devices or NUL bytes in names), no absolute paths or '..', bounded
+sizes per file and in total (checked on the bytes actually written, not on the sizes the archive
+claims; in all at most ``ratio`` times the archive's own size, so a small bomb stops early), NumPy
+arrays loaded with ``allow_pickle=False`` after their headers are checked against their sizes,
+PNG pictures checked by their header's dimensions, every JSON file and metrics record checked like
+a run folder's (explorer.runs), the checkpoint with ``torch.load(weights_only=True)``, and a spec
+that resolves against the plugins installed here. Nothing is unpacked with ``extractall``: each
+member streams in chunks into a temporary folder that is renamed into place only when everything
+passed; memory stays flat whatever the archive holds.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import os
 import re
 import shutil
 import stat
+import struct
 import tarfile
 import time
 import uuid
@@ -33,11 +37,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-import numpy as np
-
-from explorer.errors import ExplorerError, SpecError
+from explorer.errors import ExplorerError, SpecError, shown
 from explorer.registry import Registry, get_registry
-from explorer.runs import ACTIVE, RUN_ID_RE, RunStore, atomic_write_json, runs_root
+from explorer.runs import (ACTIVE, RUN_ID_RE, RunStore, atomic_write_json, check_record, check_snapshot, check_status,
+                           load_npy, load_npz, loads_json, read_checkpoint, runs_root, spec_problem)
 from explorer.spec import resolve
 
 ARCHIVE_FORMAT = 1
@@ -46,6 +49,8 @@ FILE_RE = re.compile(r"^(spec\.json|status\.json|metrics\.jsonl|checkpoint\.pt|a
 FINAL_STATUSES = ("finished", "stopped", "failed", "interrupted")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 MiB = 1 << 20
+CHUNK = 1 << 20
+MAX_IMAGE_SIDE = 4096
 
 
 class ArchiveError(ExplorerError):
@@ -62,6 +67,8 @@ class ArchiveLimits:
     metrics: int = 256 * MiB
     checkpoint: int = 1024 * MiB
     samples: int = 64 * MiB  # each .npy / .npz / .png
+    ratio: int = 50  # in all, at most this many times the archive's own size ...
+    floor: int = 64 * MiB  # ... or this, whichever is larger
 
     def for_name(self, name: str) -> int:
         if name.endswith(".json"):
@@ -129,198 +136,278 @@ def export_run(store: RunStore, dest: str | Path) -> Path:
 
 
 # -- reading an untrusted archive ----------------------------------------------------------------------
+class _Budget:
+    """Bytes and files an import may still write: every member is counted as it streams to disk."""
+
+    def __init__(self, limits: ArchiveLimits, archive_size: int):
+        self.limits = limits
+        # Real runs compress a few times at most (weights and samples are noise-like): a small archive
+        # that inflates beyond ``ratio`` times its size is a bomb, whatever its headers claim.
+        self.total = min(limits.total, max(limits.floor, limits.ratio * archive_size))
+        self.used = 0
+        self.files = 0
+
+
 def _clean_name(raw: str) -> tuple[str, bool]:
     """A member name as posix parts checked for escapes; returns (name without a trailing slash, is_dir_hint)."""
-    if not raw or "\\" in raw or "\x00" in raw:
-        raise ArchiveError(f"member {raw!r}: backslashes and empty or NUL names are not allowed")
+    if "\x00" in raw:
+        raise ArchiveError(f"member {shown(raw)}: the name holds a NUL byte (a trick to hide a file's real name); refused")
+    if not raw or "\\" in raw:
+        raise ArchiveError(f"member {shown(raw)}: backslashes and empty names are not allowed")
     if raw.startswith("/") or re.match(r"^[A-Za-z]:", raw):
-        raise ArchiveError(f"member {raw!r}: absolute paths are not allowed")
+        raise ArchiveError(f"member {shown(raw)}: absolute paths are not allowed")
     is_dir = raw.endswith("/")
     parts = [p for p in raw.split("/") if p not in ("", ".")]
     if any(p == ".." for p in parts):
-        raise ArchiveError(f"member {raw!r}: '..' would escape the runs folder")
+        raise ArchiveError(f"member {shown(raw)}: '..' would escape the runs folder")
     return "/".join(parts), is_dir
 
 
-def _members(data: bytes, limits: ArchiveLimits) -> dict[str, bytes]:
-    """Every regular file of a zip or tar(.gz) archive, size-bounded; links, devices and odd names rejected."""
-    out: dict[str, bytes] = {}
-    total = 0
+_ALLOWED = "only spec.json, status.json, metrics.jsonl, checkpoint.pt, archive.json and samples/step_NNNNNNN.npy/.png/.npz are allowed"
 
-    def add(name: str, read: Any, claimed: int) -> None:
-        nonlocal total
-        if name in out:
-            raise ArchiveError(f"member {name!r} appears twice")
-        if len(out) >= limits.members:
-            raise ArchiveError(f"more than {limits.members} files in the archive")
-        rel = name.split("/", 1)[1] if name.count("/") and not name.startswith("samples/") else name
-        cap = min(limits.for_name(rel), limits.total - total)
-        if claimed > cap:
-            raise ArchiveError(f"member {name!r} is {claimed} bytes, more than the {cap} allowed")
-        blob = read(cap + 1)
-        if len(blob) > cap:
-            raise ArchiveError(f"member {name!r} is larger than the {cap} bytes allowed")
-        total += len(blob)
-        out[name] = blob
 
-    if data[:4] == b"PK\x03\x04" or data[:4] == b"PK\x05\x06":
+class _Layout:
+    """Maps member names to run files: every member sits in one top-level folder, or none does."""
+
+    def __init__(self) -> None:
+        self.prefix: str | None = None
+        self.decided = False
+        self.seen: set[str] = set()
+
+    def relative(self, name: str) -> str:
+        if FILE_RE.match(name):
+            prefix, rel = None, name
+        else:
+            prefix, _, rel = name.partition("/")
+            if not rel or not FILE_RE.match(rel):
+                raise ArchiveError(f"unexpected member {shown(name)}: a run archive holds one folder with spec.json, status.json, "
+                                   "metrics.jsonl, checkpoint.pt and samples/step_NNNNNNN.npy/.png/.npz")
+        if not self.decided:
+            self.prefix, self.decided = prefix, True
+        elif prefix != self.prefix:
+            raise ArchiveError(f"unexpected member {shown(name)}: the members are not all in one folder; {_ALLOWED}")
+        if rel in self.seen:
+            raise ArchiveError(f"member {shown(name)} appears twice")
+        self.seen.add(rel)
+        return rel
+
+
+def _stream(name: str, rel: str, fh: IO[bytes], claimed: int, dest: Path, budget: _Budget) -> None:
+    """Copy one member to ``dest`` in chunks, refusing it as soon as it passes its bound (its kind's
+    limit, and what is left of the whole import's): nothing larger ever sits in memory or on disk."""
+    budget.files += 1
+    if budget.files > budget.limits.members:
+        raise ArchiveError(f"more than {budget.limits.members} files in the archive")
+    cap = min(budget.limits.for_name(rel), budget.total - budget.used)
+    why = f" (an archive of this size may unpack to at most {budget.total} bytes)" if cap < budget.limits.for_name(rel) else ""
+    if claimed > cap:
+        raise ArchiveError(f"member {shown(name)} is {claimed} bytes, more than the {cap} allowed{why}")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    written = 0
+    with open(dest, "xb") as out:
+        while True:
+            chunk = fh.read(min(CHUNK, cap + 1 - written))
+            if not chunk:
+                break
+            written += len(chunk)
+            if written > cap:
+                raise ArchiveError(f"member {shown(name)} is larger than the {cap} bytes allowed{why}")
+            out.write(chunk)
+    budget.used += written
+
+
+def _extract(data: IO[bytes], size: int, tmp: Path, limits: ArchiveLimits) -> str | None:
+    """Unpack every regular file of a zip or tar(.gz) archive into ``tmp`` (bounded, streamed; links,
+    devices and odd names refused); returns the archive's top-level folder name, if any."""
+    budget = _Budget(limits, size)
+    layout = _Layout()
+    head = data.read(4)
+    data.seek(0)
+    if head in (b"PK\x03\x04", b"PK\x05\x06"):
         try:
-            zf = zipfile.ZipFile(io.BytesIO(data))
-        except zipfile.BadZipFile as exc:
-            raise ArchiveError(f"not a readable zip file: {exc}") from None
+            zf = zipfile.ZipFile(data)
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError, OSError) as exc:
+            raise ArchiveError(f"not a readable zip file ({_one_line(exc)})") from None
         with zf:
-            for info in zf.infolist():
+            infos = zf.infolist()
+            if len(infos) > limits.members:
+                raise ArchiveError(f"more than {limits.members} files in the archive")
+            for info in infos:
                 mode = (info.external_attr >> 16) & 0xFFFF
-                name, is_dir = _clean_name(info.filename)
+                name, is_dir = _clean_name(info.orig_filename)
                 if stat.S_ISLNK(mode):
-                    raise ArchiveError(f"member {info.filename!r} is a symbolic link; links are not allowed")
+                    raise ArchiveError(f"member {shown(info.filename)} is a symbolic link; links are not allowed")
                 if mode and stat.S_IFMT(mode) not in (0, stat.S_IFREG, stat.S_IFDIR):
-                    raise ArchiveError(f"member {info.filename!r} is not a regular file")
+                    raise ArchiveError(f"member {shown(info.filename)} is not a regular file")
                 if info.flag_bits & 0x1:
-                    raise ArchiveError(f"member {info.filename!r} is encrypted")
+                    raise ArchiveError(f"member {shown(info.filename)} is encrypted")
                 if is_dir or info.is_dir():
                     continue
+                rel = layout.relative(name)
                 try:
                     with zf.open(info) as fh:
-                        add(name, fh.read, info.file_size)
-                except (zipfile.BadZipFile, zlib.error, EOFError, RuntimeError, NotImplementedError) as exc:
-                    raise ArchiveError(f"member {info.filename!r} cannot be read: {exc}") from None
-        return out
+                        _stream(name, rel, fh, info.file_size, tmp / rel, budget)
+                except (zipfile.BadZipFile, zlib.error, EOFError, RuntimeError, NotImplementedError, ValueError) as exc:
+                    raise ArchiveError(f"member {shown(info.filename)} cannot be read: {_one_line(exc)}") from None
+        return layout.prefix
     try:
-        tf = tarfile.open(fileobj=io.BytesIO(data), mode="r:*")
-    except (tarfile.TarError, EOFError, OSError) as exc:
-        raise ArchiveError(f"not a zip or tar.gz archive ({exc})") from None
+        tf = tarfile.open(fileobj=data, mode="r:*")
+    except (tarfile.TarError, EOFError, OSError, zlib.error, ValueError) as exc:
+        raise ArchiveError(f"not a zip or tar.gz archive ({_one_line(exc)})") from None
     with tf:
         try:
-            for m in tf:
+            count = 0
+            while True:
+                m = tf.next()
+                if m is None:
+                    break
+                count += 1
+                if count > limits.members:
+                    raise ArchiveError(f"more than {limits.members} files in the archive")
                 name, _ = _clean_name(m.name)
                 if m.issym() or m.islnk():
-                    raise ArchiveError(f"member {m.name!r} is a link; links are not allowed")
+                    raise ArchiveError(f"member {shown(m.name)} is a link; links are not allowed")
                 if m.isdir():
                     continue
                 if not m.isfile():
-                    raise ArchiveError(f"member {m.name!r} is not a regular file (device, fifo or other special file)")
+                    raise ArchiveError(f"member {shown(m.name)} is not a regular file (device, fifo or other special file)")
+                rel = layout.relative(name)
                 fh = tf.extractfile(m)
                 if fh is None:
-                    raise ArchiveError(f"member {m.name!r} cannot be read")
-                add(name, fh.read, m.size)
-        except (tarfile.TarError, EOFError, OSError) as exc:
-            raise ArchiveError(f"the archive is damaged: {exc}") from None
-    return out
+                    raise ArchiveError(f"member {shown(m.name)} cannot be read")
+                _stream(name, rel, fh, m.size, tmp / rel, budget)
+                tf.members = []  # nothing needs the headers already read: keep memory flat
+        except ArchiveError:
+            raise
+        except (tarfile.TarError, EOFError, OSError, zlib.error, ValueError) as exc:
+            raise ArchiveError(f"the archive is damaged (cut short or corrupted): {_one_line(exc)}") from None
+    return layout.prefix
 
 
-def _split_prefix(files: dict[str, bytes]) -> tuple[str | None, dict[str, bytes]]:
-    """The one top-level folder every member sits in (or none), and the members relative to it."""
+def _one_line(exc: BaseException) -> str:
+    """An exception's message on one short line (library messages can span lines)."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
+def _check_contents(tmp: Path, registry: Registry) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Validate every unpacked file's content; returns (spec dict, status dict)."""
+    files = sorted(p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if p.is_file())
     if not files:
         raise ArchiveError("the archive is empty")
-    rel_ok = all(FILE_RE.match(n) for n in files)
-    if rel_ok:
-        return None, files
-    prefixes = {n.split("/", 1)[0] for n in files}
-    if len(prefixes) != 1 or any("/" not in n for n in files):
-        bad = next((n for n in files if not FILE_RE.match(n.split("/", 1)[-1])), next(iter(files)))
-        raise ArchiveError(f"unexpected member {bad!r}: a run archive holds one folder with spec.json, status.json, metrics.jsonl, checkpoint.pt and samples/step_NNNNNNN.npy/.png/.npz")
-    prefix = prefixes.pop()
-    rel = {n.split("/", 1)[1]: b for n, b in files.items()}
-    for n in rel:
-        if not FILE_RE.match(n):
-            raise ArchiveError(f"unexpected member {prefix}/{n!r}: only spec.json, status.json, metrics.jsonl, checkpoint.pt, archive.json and samples/step_NNNNNNN.npy/.png/.npz are allowed")
-    return prefix, rel
-
-
-def _check_contents(rel: dict[str, bytes], registry: Registry) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Validate every file's content; returns (spec dict, status dict)."""
-    if MANIFEST in rel:
-        try:
-            manifest = json.loads(rel[MANIFEST])
-            listed = manifest.get("files", {}) if isinstance(manifest, dict) else {}
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise ArchiveError("archive.json is not valid JSON") from None
+    if MANIFEST in files:
+        manifest = _json_file(tmp / MANIFEST, MANIFEST)
+        listed = manifest.get("files", {})
+        if not isinstance(listed, dict):
+            raise ArchiveError(f"archive.json is damaged: 'files' is {type(listed).__name__}, not a table of file -> size and checksum")
         for name, info in listed.items():
-            if name in rel and isinstance(info, dict) and info.get("sha256") != hashlib.sha256(rel[name]).hexdigest():
-                raise ArchiveError(f"{name} does not match the checksum in archive.json: the archive is damaged")
-    if "spec.json" not in rel:
+            if name in files and name != MANIFEST:
+                want = info.get("sha256") if isinstance(info, dict) else None
+                if want != _sha256(tmp / name):
+                    raise ArchiveError(f"{shown(name)} does not match the checksum in archive.json: the archive is damaged")
+    if "spec.json" not in files:
         raise ArchiveError("the archive has no spec.json: it is not a run archive")
-    spec = _json_object(rel["spec.json"], "spec.json")
+    spec = _json_file(tmp / "spec.json", "spec.json")
+    problem = spec_problem(spec)
+    if problem:
+        raise ArchiveError(f"spec.json {problem}")
     try:
         resolve(spec, registry)
     except SpecError as exc:
         raise ArchiveError(f"the run's spec does not work with the plugins installed here: {exc}") from None
-    status = _json_object(rel["status.json"], "status.json") if "status.json" in rel else {}
-    if "metrics.jsonl" in rel:
+    status: dict[str, Any] = {}
+    if "status.json" in files:
+        status, problems = check_status(_json_file(tmp / "status.json", "status.json"))
+        if problems:
+            raise ArchiveError(f"the run's status.json is damaged: {'; '.join(problems)}")
+    if "metrics.jsonl" in files:
+        _check_metrics(tmp / "metrics.jsonl")
+    for name in files:
+        path = tmp / name
         try:
-            rel["metrics.jsonl"].decode("utf-8")
-        except UnicodeDecodeError:
-            raise ArchiveError("metrics.jsonl is not UTF-8 text") from None
-    for name, blob in rel.items():
-        if name.endswith(".npy"):
-            _check_arrays(name, blob, npz=False)
-        elif name.endswith(".npz"):
-            _check_arrays(name, blob, npz=True)
-        elif name.endswith(".png") and not blob.startswith(PNG_MAGIC):
-            raise ArchiveError(f"{name} is not a PNG image")
-    if "checkpoint.pt" in rel:
-        _check_checkpoint(rel["checkpoint.pt"])
+            if name.endswith(".npy"):
+                arr = load_npy(path)
+                if arr.ndim < 2:
+                    raise ValueError(f"an array of shape {arr.shape}, not (n, ...)")
+            elif name.endswith(".npz"):
+                check_snapshot(load_npz(path))
+        except ValueError as exc:
+            raise ArchiveError(f"{name} is not a plain NumPy array file of a snapshot ({_one_line(exc)})") from None
+        if name.endswith(".png"):
+            _check_png(name, path)
+    if "checkpoint.pt" in files:
+        try:
+            read_checkpoint(tmp / "checkpoint.pt", "checkpoint.pt")
+        except ExplorerError as exc:
+            raise ArchiveError(str(exc)) from None
     return spec, status
 
 
-def _json_object(blob: bytes, name: str) -> dict[str, Any]:
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(CHUNK), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _json_file(path: Path, name: str) -> dict[str, Any]:
     try:
-        obj = json.loads(blob.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ArchiveError(f"{name} is not valid JSON ({exc})") from None
+        obj = loads_json(path.read_bytes())
+    except ValueError as exc:
+        raise ArchiveError(f"{name} is not valid JSON ({_one_line(exc)})") from None
     if not isinstance(obj, dict):
-        raise ArchiveError(f"{name} must hold a JSON object")
+        raise ArchiveError(f"{name} must hold a JSON object, not {type(obj).__name__}")
     return obj
 
 
-def _check_arrays(name: str, blob: bytes, npz: bool) -> None:
+def _check_metrics(path: Path) -> None:
+    """Every line a record with a whole-number step; only a last line cut short (a crash mid-write) may be broken."""
+    with open(path, "rb") as fh:
+        lines = fh.read().split(b"\n")
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rec = check_record(loads_json(line))
+        except ValueError:
+            rec = None
+            if i == len(lines):  # no newline after it: a half-written last line
+                continue
+        if rec is None:
+            raise ArchiveError(f"metrics.jsonl line {i} is not a metrics record (a JSON object with a whole-number step): "
+                               f"{shown(line.decode('utf-8', 'replace'), 60)}")
+
+
+def _check_png(name: str, path: Path) -> None:
+    """A PNG's header (IHDR) decoded: its dimensions bounded, and the file no larger than its pixels could need."""
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        head = fh.read(33)
+    if len(head) < 33 or not head.startswith(PNG_MAGIC) or head[12:16] != b"IHDR":
+        raise ArchiveError(f"{name} is not a PNG image")
+    width, height = struct.unpack(">II", head[16:24])
+    if not (1 <= width <= MAX_IMAGE_SIDE and 1 <= height <= MAX_IMAGE_SIDE):
+        raise ArchiveError(f"{name} claims {width} x {height} pixels; snapshot pictures are at most {MAX_IMAGE_SIDE} on a side")
+    if size > width * height * 8 + height + 64 * 1024:  # 16-bit RGBA, stored without compression, plus chunks
+        raise ArchiveError(f"{name} is {size} bytes, more than a {width} x {height} picture can hold: refused")
     try:
-        if npz:
-            with zipfile.ZipFile(io.BytesIO(blob)) as zf:
-                if sum(i.file_size for i in zf.infolist()) > 8 * len(blob) + 64 * MiB:
-                    raise ArchiveError(f"{name} inflates to far more than its size")
-            with np.load(io.BytesIO(blob), allow_pickle=False) as arrays:
-                for key in arrays.files:
-                    _plain(name, arrays[key])
-        else:
-            _plain(name, np.load(io.BytesIO(blob), allow_pickle=False))
-    except ArchiveError:
-        raise
-    except Exception as exc:  # ValueError for object arrays (pickles), BadZipFile, truncated data
-        raise ArchiveError(f"{name} is not a plain NumPy array file ({type(exc).__name__}: {exc})") from None
+        from PIL import Image
 
-
-def _plain(name: str, arr: Any) -> None:
-    if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "biufU":
-        raise ArchiveError(f"{name} holds {getattr(arr, 'dtype', type(arr))} data; only numbers and text are allowed")
-
-
-def _check_checkpoint(blob: bytes) -> None:
-    import torch
-
-    try:
-        state = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ArchiveError(f"checkpoint.pt is not a plain tensor checkpoint; refused by torch.load(weights_only=True): {type(exc).__name__}: {str(exc)[:300]}") from None
-    if not isinstance(state, dict) or "G" not in state:
-        raise ArchiveError("checkpoint.pt is not a Generative Explorer checkpoint (no generator weights 'G')")
+        with Image.open(path) as im:
+            im.verify()  # chunk structure and checksums, without decoding the pixels
+    except Exception as exc:  # PIL raises many kinds for a broken file
+        raise ArchiveError(f"{name} is a damaged PNG image ({_one_line(exc)})") from None
 
 
 def _clean_status(status: dict[str, Any], run_id: str, source: str) -> dict[str, Any]:
-    """The stored status, made safe to show: an active status becomes 'interrupted' (nothing trains it here)."""
+    """The stored status (already checked), made safe to show: an active status becomes 'interrupted' (nothing trains it here)."""
     keep = {k: v for k, v in status.items() if k not in ("pid", "host", "heartbeat", "traceback")}
     state = keep.get("status")
     if state not in FINAL_STATUSES:
         keep["status"] = "interrupted"
         keep["error"] = keep.get("error") or "imported from an archive of a run that had not finished; resume it from its checkpoint"
-    parent = keep.get("parent")
-    if parent is not None and not (isinstance(parent, dict) and isinstance(parent.get("run"), str) and isinstance(parent.get("step"), int)):
-        keep["parent"] = None
-    for key in ("step", "total_steps"):
-        if not isinstance(keep.get(key, 0), int):
-            keep[key] = 0
-    keep.update(run_id=run_id, imported={"time": time.time(), "from": source})
+    keep.update(run_id=run_id, imported={"time": time.time(), "from": source[:200]})
     keep.setdefault("created", time.time())
     return keep
 
@@ -330,36 +417,45 @@ def import_run(source: str | Path | bytes | IO[bytes], root: str | Path | None =
     """Check an archive and unpack it as a new run in the runs folder; returns its RunStore.
 
     ``source`` is a path, the archive's bytes or a binary file object (e.g. Streamlit's UploadedFile).
-    Raises ArchiveError (an ExplorerError) naming the first problem; nothing is left behind then.
+    Members stream into a temporary folder inside the runs folder, each bounded as it is written
+    (its kind's limit, and at most ``limits.ratio`` times the archive's size in all), then every
+    file is checked; only then is the folder renamed into place. Raises ArchiveError (an
+    ExplorerError) naming the first problem; nothing is left behind then.
     """
     limits = limits or ArchiveLimits()
     registry = registry or get_registry()
     label = name or (str(source) if isinstance(source, (str, Path)) else getattr(source, "name", "upload"))
     if isinstance(source, (str, Path)):
         path = Path(source)
-        if not path.is_file():
-            raise ArchiveError(f"archive {str(path)!r} not found")
-        if path.stat().st_size > limits.total:
-            raise ArchiveError(f"archive {str(path)!r} is larger than {limits.total} bytes")
-        data = path.read_bytes()
+        try:
+            if not path.is_file():
+                raise ArchiveError(f"archive {shown(str(path))} not found" + (" (it is a directory)" if path.is_dir() else ""))
+            size = path.stat().st_size
+        except OSError as exc:
+            raise ArchiveError(f"archive {shown(str(path))} cannot be read: {exc.strerror or exc}") from None
+        if size > limits.total:
+            raise ArchiveError(f"archive {shown(str(path))} is larger than {limits.total} bytes")
+        data: IO[bytes] = open(path, "rb")
     elif isinstance(source, (bytes, bytearray)):
-        data = bytes(source)
+        size, data = len(source), io.BytesIO(bytes(source))
     else:
-        data = source.read(limits.total + 1)
-        if len(data) > limits.total:
+        blob = source.read(limits.total + 1)
+        if len(blob) > limits.total:
             raise ArchiveError(f"the archive is larger than {limits.total} bytes")
-    prefix, rel = _split_prefix(_members(data, limits))
-    spec, status = _check_contents(rel, registry)
+        size, data = len(blob), io.BytesIO(blob)
     base = runs_root(root)
     base.mkdir(parents=True, exist_ok=True)
-    stem = prefix if prefix and RUN_ID_RE.match(prefix) else re.sub(r"[^A-Za-z0-9._-]+", "-", str(spec.get("name") or "run")).strip("-.")[:60] or "run"
+    _remove_stale_imports(base)
     tmp = base / f".import-{uuid.uuid4().hex}"
     try:
-        (tmp / "samples").mkdir(parents=True)
-        for rname, blob in rel.items():
-            if rname in (MANIFEST, "status.json"):
-                continue
-            (tmp / rname).write_bytes(blob)
+        tmp.mkdir()
+        with data:
+            prefix = _extract(data, size, tmp, limits)
+        (tmp / "samples").mkdir(exist_ok=True)
+        spec, status = _check_contents(tmp, registry)
+        for leftover in (MANIFEST, "status.json"):
+            (tmp / leftover).unlink(missing_ok=True)
+        stem = prefix if prefix and RUN_ID_RE.match(prefix) else re.sub(r"[^A-Za-z0-9._-]+", "-", str(spec.get("name") or "run")).strip("-.")[:60] or "run"
         for i in range(1000):
             run_id = stem if i == 0 else (f"{stem}-imported" if i == 1 else f"{stem}-imported-{i}")
             dest = base / run_id
@@ -376,13 +472,23 @@ def import_run(source: str | Path | bytes | IO[bytes], root: str | Path | None =
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _remove_stale_imports(base: Path, age_s: float = 3600.0) -> None:
+    """Temporary import folders left by a process killed mid-import (older than an hour)."""
+    try:
+        for p in base.glob(".import-*"):
+            if p.is_dir() and not p.is_symlink() and time.time() - p.stat().st_mtime > age_s:
+                shutil.rmtree(p, ignore_errors=True)
+    except OSError:
+        pass
+
+
 # -- delete ----------------------------------------------------------------------------------------------
 def delete_run(store: RunStore | str | Path, root: str | Path | None = None) -> None:
     """Delete a run folder; refuses a run that is queued, running or paused (stop it first)."""
     if not isinstance(store, RunStore):
         from explorer.runs import open_run
 
-        store = open_run(str(store), root)
+        store = open_run(str(store), root, check_spec=False)
     path = store.path
     if path.is_symlink() or not (path / "spec.json").is_file():
         raise ExplorerError(f"{str(path)!r} is not a run folder; nothing deleted")

@@ -17,7 +17,7 @@ import json
 import sys
 from typing import Any, Callable
 
-from explorer.errors import ExplorerError
+from explorer.errors import ExplorerError, one_line
 
 # Subcommands that live in their own modules: (module, help). Each module has configure(parser) and run(args) -> int.
 EXTERNAL_COMMANDS = {
@@ -64,12 +64,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from explorer.manager import run_foreground
-    from explorer.spec import parse_spec
+    from explorer.spec import load_spec_file, parse_spec
 
-    spec = parse_spec(args.spec, steps=args.steps, seed=args.seed, device=args.device)
-    bar = tqdm(total=spec.steps, unit="step", dynamic_ncols=True, disable=args.quiet)
+    # A path is a path: never read as TOML text, an empty one is an error (not the default pipeline).
+    spec = parse_spec(load_spec_file(args.spec), steps=args.steps, seed=args.seed, device=args.device)
+    bars: list[Any] = []  # the progress bar appears once training starts (not before an error about --out)
 
     def progress(trainer: Any) -> None:
+        bar = tqdm(total=spec.steps, unit="step", dynamic_ncols=True, disable=args.quiet)
+        bars.append(bar)
+
         def on_log(tr: Any, rec: dict[str, Any]) -> None:
             bar.n = rec["step"]
             shown = {k: f"{v:.4g}" for k, v in rec.items() if k not in ("step", "time", "steps_per_s") and isinstance(v, float)}
@@ -83,8 +87,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from explorer.training import TrainerConfig
 
     # Headless: no live snapshots for a UI, only the saved ones every snapshot_every steps.
-    store, state = run_foreground(spec, out=args.out, progress=progress, config=TrainerConfig(snapshot_hz=0))
-    bar.close()
+    try:
+        store, state = run_foreground(spec, out=args.out, progress=progress, config=TrainerConfig(snapshot_hz=0))
+    finally:
+        for bar in bars:
+            bar.close()
     view = state.view()
     st = store.read_status()
     print(f"run {store.id}: {view.status} at step {view.step}/{spec.steps} -> {store.path}")
@@ -168,11 +175,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return handlers[args.command](args)
     except ExplorerError as exc:
-        print(f"genex {args.command}: error: {exc}", file=sys.stderr)
+        print(f"genex {args.command}: error: {one_line(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except SystemExit as exc:  # only a plugin's code calls sys.exit() below this point
+        print(f"genex {args.command}: error: a plugin's code called sys.exit({exc.code!r}) and ended this command early; "
+              "see `genex plugins` for the plugins loaded, and GENEX_BLOCK_PLUGINS to leave one out", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

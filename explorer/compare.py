@@ -34,9 +34,9 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from explorer.errors import ExplorerError, SpecError
+from explorer.errors import ExplorerError, SpecError, one_line
 from explorer.registry import Registry, get_registry
-from explorer.runs import RunStore, atomic_write_bytes, atomic_write_json, runs_root
+from explorer.runs import RunStore, atomic_write_bytes, atomic_write_json, fresh_folder, runs_root
 from explorer.snapshots import Snapshot, snapshot_from_arrays
 from explorer.spec import Spec, diff_specs, load_spec_file, parse_value, resolve, set_path
 
@@ -156,7 +156,7 @@ def expand_variants(base: Mapping[str, Any], varies: Sequence[tuple[str, Sequenc
             try:
                 spec = resolve(raw, registry)
             except SpecError as exc:
-                raise SpecError(exc.field, f"{exc.message} (in variant {label})") from None
+                raise SpecError(exc.field, f"{exc.message} (in variant {one_line(label)[:200]})") from None
             out.append(Variant(label, changes, seed, raw, spec))
     return out
 
@@ -473,9 +473,7 @@ def run(args: argparse.Namespace) -> int:
     variants = expand_variants(base, varies, args.seeds, steps=args.steps, device=args.device)
     name = base.get("name") or Path(args.spec).stem
     out = Path(args.out) if args.out else runs_root() / f"compare-{datetime.now():%Y%m%d-%H%M%S}-{_slug(str(name))}"
-    if out.exists() and any(out.iterdir()):
-        raise ExplorerError(f"output folder {str(out)!r} is not empty; choose a new --out or delete it")
-    out.mkdir(parents=True, exist_ok=True)
+    fresh_folder(out)
     log = None if args.quiet else (lambda msg: print(msg, flush=True))
     if log:
         log(f"comparing {len(variants)} runs of {name} -> {out}")

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
-from explorer.errors import SpecError, choices_text, did_you_mean
+from explorer.errors import SpecError, choices_text, did_you_mean, shown
 
 KINDS = ("int", "float", "bool", "str", "floats", "ints")
 
@@ -51,8 +51,10 @@ class Param:
         if value is None and self.default is None:
             return None
         if self.kind in ("floats", "ints"):
-            if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
-                raise SpecError(where, f"expected a list of {self.kind[:-1]}s, got {value!r}")
+            if isinstance(value, Mapping):
+                raise SpecError(where, f"expected a list of {self.kind[:-1]}s like [0.5, 0.999], got a table {shown(value)}")
+            if not isinstance(value, (list, tuple)):
+                raise SpecError(where, f"expected a list of {self.kind[:-1]}s, got {shown(value)}")
             item_kind = self.kind[:-1]
             out = [self._scalar(v, item_kind, f"{where}[{i}]") for i, v in enumerate(value)]
             if not out:
@@ -66,40 +68,40 @@ class Param:
                 return value
             if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
                 return value.lower() in ("true", "1", "yes")
-            raise SpecError(where, f"expected true or false, got {value!r}")
+            raise SpecError(where, f"expected true or false, got {shown(value)}")
         if kind == "str":
             if not isinstance(value, str):
-                raise SpecError(where, f"expected a string, got {value!r}")
+                raise SpecError(where, f"expected a string, got {shown(value)}")
             out: Any = value
         elif kind == "int":
             if isinstance(value, bool):
-                raise SpecError(where, f"expected an integer, got {value!r}")
+                raise SpecError(where, f"expected an integer, got {shown(value)}")
             try:
                 out = int(value) if not isinstance(value, float) or value.is_integer() else None
             except (TypeError, ValueError):
                 out = None
             if out is None:
-                raise SpecError(where, f"expected an integer, got {value!r}")
+                raise SpecError(where, f"expected an integer, got {shown(value)}")
         else:  # float
             if isinstance(value, bool):
-                raise SpecError(where, f"expected a number, got {value!r}")
+                raise SpecError(where, f"expected a number, got {shown(value)}")
             try:
                 out = float(value)
             except (TypeError, ValueError):
-                raise SpecError(where, f"expected a number, got {value!r}") from None
+                raise SpecError(where, f"expected a number, got {shown(value)}") from None
             if not math.isfinite(out):
-                raise SpecError(where, f"expected a finite number, got {value!r}")
+                raise SpecError(where, f"expected a finite number, got {shown(value)}")
         if self.choices is not None and out not in self.choices:
             raise SpecError(
                 where,
-                f"{value!r} is not a valid choice; choose one of: {choices_text(map(str, self.choices))}"
+                f"{shown(value)} is not a valid choice; choose one of: {choices_text(map(str, self.choices))}"
                 + did_you_mean(value, map(str, self.choices)),
             )
         if kind in ("int", "float"):
             if self.low is not None and out < self.low:
-                raise SpecError(where, f"{value!r} is below the minimum {self.low:g} (allowed: {self.bounds_text()})")
+                raise SpecError(where, f"{shown(value)} is below the minimum {self.low:g} (allowed: {self.bounds_text()})")
             if self.high is not None and out > self.high:
-                raise SpecError(where, f"{value!r} is above the maximum {self.high:g} (allowed: {self.bounds_text()})")
+                raise SpecError(where, f"{shown(value)} is above the maximum {self.high:g} (allowed: {self.bounds_text()})")
         return out
 
     def bounds_text(self) -> str:

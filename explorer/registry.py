@@ -11,15 +11,25 @@ Environment switches:
                        set but empty = built-ins only. Unset = everything installed.
   GENEX_BLOCK_PLUGINS  comma list of plugins (entry-point, module or distribution names) never to load.
   GENEX_STRICT_PLUGINS=1  re-raise the first plugin failure instead of recording it (for plugin authors).
+
+A third-party plugin is first imported in a separate Python process, once per installed version
+(the verdict is remembered in ``~/.cache/generative-explorer/plugin-import-checks.json``, or under
+``$XDG_CACHE_HOME``): a plugin whose import ends the process (``os._exit``, a crash) or hangs is
+reported by name, with the ``GENEX_BLOCK_PLUGINS`` line that leaves it out, and never imported here,
+so it cannot take ``genex plugins`` or the app server down with it.
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.metadata as md
+import json
 import os
+import subprocess
+import sys
 import threading
 import traceback
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
 
@@ -161,9 +171,9 @@ class Registry:
                 self.load_module(module, name=name, dist=BUILTIN_DIST, version=_version(BUILTIN_DIST))
         eps.sort(key=lambda e: (not _is_builtin(e), _norm(e.dist.name) if e.dist else "", e.name))
         seen: set[tuple[str, str, str]] = set()
+        chosen: list[md.EntryPoint] = []
         for ep in eps:
             dist = ep.dist.name if ep.dist else None
-            version = ep.dist.version if ep.dist else None
             key = (_norm(dist or ""), ep.name, ep.value)
             if key in seen:  # the same distribution found twice on sys.path (e.g. a stale egg-info)
                 continue
@@ -174,6 +184,15 @@ class Registry:
                 continue
             if not _is_builtin(ep) and selected is not None and not names & selected:
                 self.skipped[ep.name] = "not listed in GENEX_LOAD_PLUGINS" if selected else "GENEX_LOAD_PLUGINS is empty (built-ins only)"
+                continue
+            chosen.append(ep)
+        # Third-party plugins are first imported in a separate process: one that ends the process is named, not imported.
+        killed = import_checks([ep for ep in chosen if not _is_builtin(ep)])
+        for ep in chosen:
+            dist = ep.dist.name if ep.dist else None
+            version = ep.dist.version if ep.dist else None
+            if killed.get(ep.name):
+                self._fail(ep.name, dist, version, "import", killed[ep.name], None)
                 continue
             self._load(lambda ep=ep: ep.load(), ep.name, dist, version)
         return self
@@ -409,6 +428,101 @@ def _version(dist: str) -> str | None:
         from explorer import __version__
 
         return __version__
+
+
+IMPORT_CHECK_TIMEOUT_S = 90.0
+_IMPORT_CHECK_OK = "genex-import-check-ok"
+_IMPORT_CHECK = f"""
+import importlib, os, sys
+for i, value in enumerate(sys.argv[1:]):
+    module, _, attr = value.partition(":")
+    try:
+        obj = importlib.import_module(module.strip())
+        for part in filter(None, attr.strip().split(".")):
+            obj = getattr(obj, part)
+    except BaseException:
+        pass  # an ordinary failure is reported when the plugin is imported for real
+    sys.stdout.write("{_IMPORT_CHECK_OK} %d\\n" % i)
+    sys.stdout.flush()
+os._exit(0)
+"""
+
+
+def _check_cache_path() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "generative-explorer" / "plugin-import-checks.json"
+
+
+def _check_key(ep: md.EntryPoint) -> str:
+    dist = ep.dist
+    where = getattr(dist, "_path", None)
+    try:
+        stamp = os.stat(where).st_mtime_ns if where else 0
+    except OSError:
+        stamp = 0
+    return f"{dist.name if dist else ''}=={dist.version if dist else ''}|{ep.name}={ep.value}|{where}|{stamp}"
+
+
+def import_checks(eps: list[md.EntryPoint]) -> dict[str, str]:
+    """Import plugins' modules in a separate process first: {entry-point name: "" when that process
+    lives through its import (an ordinary exception counts as living: it is reported when imported
+    here), else why it is left out}. One process imports every plugin not checked before, in turn;
+    when one ends it, that one is named and the rest are checked in a fresh process. The verdicts are
+    remembered per installed version of each distribution."""
+    cache_path = _check_cache_path()
+    try:
+        cache = json.loads(cache_path.read_text(encoding="utf-8"))
+        cache = cache if isinstance(cache, dict) else {}
+    except (OSError, ValueError):
+        cache = {}
+    verdicts: dict[str, str] = {}
+    todo: list[tuple[md.EntryPoint, str]] = []
+    for ep in eps:
+        key = _check_key(ep)
+        if isinstance(cache.get(key), str):
+            verdicts[ep.name] = cache[key]
+        else:
+            todo.append((ep, key))
+    if not todo:
+        return verdicts
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if isinstance(p, str)))
+    while todo:
+        timed_out = False
+        try:
+            proc = subprocess.run([sys.executable, "-c", _IMPORT_CHECK, *(ep.value for ep, _ in todo)], env=env,
+                                  capture_output=True, timeout=IMPORT_CHECK_TIMEOUT_S, stdin=subprocess.DEVNULL)
+            out, code = proc.stdout, proc.returncode
+        except subprocess.TimeoutExpired as exc:
+            out, code, timed_out = exc.stdout or b"", None, True
+        except OSError:
+            break  # no way to run a check here: import them as before
+        done = sum(1 for line in out.decode("utf-8", "replace").splitlines() if line.startswith(_IMPORT_CHECK_OK))
+        for ep, key in todo[:done]:
+            verdicts[ep.name] = cache[key] = ""
+        if done >= len(todo):
+            break
+        ep, key = todo[done]
+        label = f"{ep.dist.name} {ep.dist.version}" if ep.dist else ep.name
+        block = f"GENEX_BLOCK_PLUGINS={ep.name}"
+        if timed_out:
+            verdicts[ep.name] = (f"importing it ({label}) did not finish within {IMPORT_CHECK_TIMEOUT_S:g} s in a separate "
+                                 f"check process, so it was not loaded; fix or uninstall it, or set {block} to leave it out")
+        else:
+            how = f"exit code {code}" if code is not None and code >= 0 else f"signal {-(code or 0)}"
+            verdicts[ep.name] = cache[key] = (
+                f"importing it ({label}) ends the Python process ({how}: os._exit() or a crash), so it was not loaded, "
+                f"to keep this program alive; fix or uninstall it, or set {block} to leave it out")
+        todo = todo[done + 1:]
+    if len(cache) > 500:  # keep the newest verdicts
+        cache = dict(list(cache.items())[-500:])
+    try:
+        cache_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache_path.with_name(f".{cache_path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(cache, indent=1), encoding="utf-8")
+        os.replace(tmp, cache_path)
+    except OSError:
+        pass  # an unwritable cache only means checking again next time
+    return verdicts
 
 
 _lock = threading.Lock()

@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+import stat
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +25,7 @@ from typing import Any, Mapping
 
 import tomli_w
 
-from explorer.errors import SpecError, choices_text, did_you_mean
+from explorer.errors import SpecError, choices_text, did_you_mean, shown
 from explorer.params import Param, resolve_params
 from explorer.registry import Registry, get_registry
 
@@ -124,34 +125,181 @@ class Spec:
 
 
 # ----------------------------------------------------------------------------------------------
+# Bounds on what a spec may hold: far beyond any real pipeline, far below what could hurt.
+MAX_SPEC_BYTES = 1 << 20  # a spec file or text
+MAX_DEPTH = 16  # nesting of tables and lists (a real spec needs 4)
+MAX_PARSE_DEPTH = 100  # brackets in the text, counted before parsing (no parser recursion runs out of stack)
+MAX_STRING = 10_000  # any string value (notes included)
+MAX_NAME = 200  # the run's name, component names, keys
+MAX_ITEMS = 10_000  # items in one list or table
+
+
 def load_spec_file(path: str | Path) -> dict[str, Any]:
-    """Read a TOML or JSON spec into a plain dict, with a clear message on syntax errors."""
+    """Read a TOML or JSON spec file into a plain dict, with one clear message for every way it can be wrong.
+
+    A path is a path: it must name an existing regular file ending in .toml or .json, of UTF-8 text.
+    """
+    text_path = str(path)
+    if not text_path.strip():
+        raise SpecError("", "no spec file given: pass the path of a .toml or .json spec (e.g. genex run spec.toml)")
+    if "\x00" in text_path:
+        raise SpecError("", f"spec file {shown(text_path)}: a path cannot hold a NUL character")
     path = Path(path)
-    if not path.is_file():
-        raise SpecError("", f"spec file {str(path)!r} not found")
-    text = path.read_text(encoding="utf-8")
-    return parse_text(text, fmt="json" if path.suffix.lower() == ".json" else "toml", source=str(path))
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise SpecError("", f"spec file {shown(text_path)} not found") from None
+    except NotADirectoryError:
+        raise SpecError("", f"spec file {shown(text_path)} not found (a part of the path is a file, not a folder)") from None
+    except OSError as exc:
+        raise SpecError("", f"spec file {shown(text_path)} cannot be read: {exc.strerror or exc}") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise SpecError("", f"spec file {shown(text_path)} is a directory; pass the path of a .toml or .json file in it")
+    if not stat.S_ISREG(info.st_mode):
+        raise SpecError("", f"spec file {shown(text_path)} is not a regular file (a pipe, device or socket); pass a .toml or .json file")
+    suffix = path.suffix.lower()
+    if suffix not in (".toml", ".json"):
+        raise SpecError("", f"spec file {shown(text_path)} must end in .toml or .json (the ending says how to read it)")
+    if info.st_size > MAX_SPEC_BYTES:
+        raise SpecError("", f"spec file {shown(text_path)} is {info.st_size:,} bytes; a spec is at most {MAX_SPEC_BYTES:,}")
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_SPEC_BYTES + 1)
+    except OSError as exc:
+        raise SpecError("", f"spec file {shown(text_path)} cannot be read: {exc.strerror or exc}") from None
+    return parse_bytes(data, fmt=suffix[1:], source=str(path))
+
+
+def parse_bytes(data: bytes, fmt: str = "toml", source: str = "spec") -> dict[str, Any]:
+    """A spec from the bytes of a file (an upload, an archive member): UTF-8 (a BOM is fine) or a clear message."""
+    if len(data) > MAX_SPEC_BYTES:
+        raise SpecError("", f"{source} is {len(data):,} bytes; a spec is at most {MAX_SPEC_BYTES:,}")
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        utf16 = data[:2] in (b"\xff\xfe", b"\xfe\xff") or (len(data) > 1 and (data[1:2] == b"\x00" or data[:1] == b"\x00"))
+        hint = " (it looks like UTF-16)" if utf16 else ""
+        raise SpecError("", f"{source} is not UTF-8 text{hint}: byte {exc.start} cannot be read; save it as UTF-8") from None
+    return parse_text(text, fmt=fmt, source=source)
 
 
 def parse_text(text: str, fmt: str = "toml", source: str = "spec") -> dict[str, Any]:
+    """A spec from TOML or JSON text: syntax errors, duplicate keys and absurd nesting get one clear line."""
+    if fmt not in ("toml", "json"):
+        raise SpecError("", f"{source}: unknown format {fmt!r}; use toml or json")
+    if len(text) > MAX_SPEC_BYTES:
+        raise SpecError("", f"{source} is {len(text):,} characters; a spec is at most {MAX_SPEC_BYTES:,}")
+    depth = _bracket_depth(text, fmt)
+    if depth > MAX_PARSE_DEPTH:
+        raise SpecError("", f"{source} nests tables or lists {depth} deep; a spec nests at most {MAX_DEPTH} deep")
     try:
-        raw = json.loads(text) if fmt == "json" else tomllib.loads(text)
+        raw = json.loads(text, object_pairs_hook=_no_duplicates) if fmt == "json" else tomllib.loads(text)
+    except _DuplicateKey as exc:
+        raise SpecError("", f"{source} is not valid JSON: the key {shown(exc.key)} appears twice in one object") from None
     except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise SpecError("", f"{source} is not valid {fmt.upper()}: {exc}") from None
+        raise SpecError("", f"{source} is not valid {fmt.upper()}: {shown(str(exc), 300)[1:-1]}") from None
+    except RecursionError:
+        raise SpecError("", f"{source} nests tables or lists too deeply; a spec nests at most {MAX_DEPTH} deep") from None
+    except ValueError as exc:  # e.g. an integer of more than 4,300 digits
+        raise SpecError("", f"{source} is not valid {fmt.upper()}: {shown(str(exc), 300)[1:-1]}") from None
     if not isinstance(raw, dict):
         raise SpecError("", f"{source} must be a table of fields, got {type(raw).__name__}")
+    check_shape(raw)
     return raw
+
+
+class _DuplicateKey(ValueError):
+    def __init__(self, key: str):
+        super().__init__(key)
+        self.key = key
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key)
+        out[key] = value
+    return out
+
+
+def _bracket_depth(text: str, fmt: str) -> int:
+    """How deep ``[``/``{`` nest outside strings and comments: a cheap guard before a recursive parser
+    sees the text (generous: the exact limit is checked on the parsed value by :func:`check_shape`)."""
+    depth = best = 0
+    quote = ""
+    escaped = comment = False
+    for ch in text:
+        if ch == "\n" and fmt == "toml":
+            quote, escaped, comment = "", False, False
+            continue
+        if comment:
+            continue
+        if quote:
+            if escaped:
+                escaped = False
+            elif ch == "\\" and quote == '"':
+                escaped = True
+            elif ch == quote:
+                quote = ""
+            continue
+        if ch == '"' or (ch == "'" and fmt == "toml"):
+            quote = ch
+        elif ch == "#" and fmt == "toml":
+            comment = True
+        elif ch in "[{":
+            depth += 1
+            best = max(best, depth)
+        elif ch in "]}":
+            depth = max(depth - 1, 0)
+    return best
+
+
+def check_shape(raw: Any, where: str = "") -> None:
+    """Refuse a spec that is nested too deeply or holds huge strings, lists or keys (any source: file, link, archive).
+
+    Iterative, so no input can exhaust the stack; values' meaning is checked later by :func:`resolve`.
+    """
+    stack: list[tuple[Any, str, int]] = [(raw, where, 0)]
+    while stack:
+        node, path, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise SpecError(path, f"nested more than {MAX_DEPTH} deep; a spec needs only a few levels")
+        if isinstance(node, str):
+            if len(node) > MAX_STRING:
+                raise SpecError(path, f"a text of {len(node):,} characters; at most {MAX_STRING:,} are allowed")
+        elif isinstance(node, Mapping):
+            if len(node) > MAX_ITEMS:
+                raise SpecError(path, f"a table of {len(node):,} fields; at most {MAX_ITEMS:,} are allowed")
+            for key, value in node.items():
+                if not isinstance(key, str) or len(key) > MAX_NAME:
+                    raise SpecError(path, f"field name {shown(key)} is not a short text")
+                stack.append((value, f"{path}.{key}" if path else key, depth + 1))
+        elif isinstance(node, (list, tuple)):
+            if len(node) > MAX_ITEMS:
+                raise SpecError(path, f"a list of {len(node):,} items; at most {MAX_ITEMS:,} are allowed")
+            stack.extend((v, f"{path}[{i}]", depth + 1) for i, v in enumerate(node))
 
 
 def resolve(raw: Mapping[str, Any], registry: Registry | None = None) -> Spec:
     """Validate a raw spec dict and fill every default; raise SpecError naming the bad field."""
     registry = registry or get_registry()
+    if not isinstance(raw, Mapping):
+        raise SpecError("", f"a spec must be a table of fields, got {type(raw).__name__}")
+    check_shape(raw)
     raw = dict(raw)
     for key in raw:
         if key not in TOP_KEYS:
             raise SpecError(key, f"unknown field; valid fields: {choices_text(TOP_KEYS - {'provenance'})}" + did_you_mean(key, TOP_KEYS))
     provenance = raw.get("provenance") or {}
+    if not isinstance(provenance, Mapping) or not all(isinstance(k, str) and isinstance(v, str) for k, v in provenance.items()):
+        raise SpecError("provenance", "expected a table of component -> plugin source (Generative Explorer writes it; "
+                        f"delete the field and it is filled in again), got {shown(provenance)}")
     settings = resolve_params(SETTINGS, {k: raw[k] for k in raw if k in {p.name for p in SETTINGS}}, "")
+    if len(settings["name"]) > MAX_NAME:
+        raise SpecError("name", f"a name of {len(settings['name']):,} characters; at most {MAX_NAME} are allowed (put long text in notes)")
     comps: dict[str, ComponentSpec | None] = {}
     new_prov: dict[str, str] = {}
     for key, kind, default in SLOTS:
@@ -175,11 +323,13 @@ def _component(value: Any, key: str, kind: str, registry: Registry, provenance: 
         name, params = value, {}
     elif isinstance(value, Mapping):
         params = dict(value)
-        name = params.pop("name", None)
-        if not isinstance(name, str):
+        if "name" not in params:
             raise SpecError(f"{key}.name", f"missing: name the {kind}, e.g. {key} = {{ name = \"...\" }}; choose one of: {choices_text(registry.components[kind])}")
+        name = params.pop("name")
+        if not isinstance(name, str):
+            raise SpecError(f"{key}.name", f"expected the {kind}'s name as text, got {shown(name)}; choose one of: {choices_text(registry.components[kind])}")
     else:
-        raise SpecError(key, f"expected a {kind} name or a table with 'name', got {value!r}")
+        raise SpecError(key, f"expected a {kind} name or a table with 'name', got {shown(value)}")
     prov_key = f"metric:{name}" if kind == "metric" else key
     if name not in registry.components[kind] and prov_key in provenance:
         raise SpecError(key, missing_plugin_message(kind, name, provenance[prov_key], registry))
@@ -198,7 +348,7 @@ def _optim(raw: Any, needs_d: bool) -> dict[str, dict[str, Any]]:
     for role in roles if needs_d else roles[:1]:
         section = raw.get(role, {})
         if not isinstance(section, Mapping):
-            raise SpecError(f"optim.{role}", f"expected a table of optimiser settings, got {section!r}")
+            raise SpecError(f"optim.{role}", f"expected a table of optimiser settings, got {shown(section)}")
         resolved = resolve_params(OPTIMIZER, section, f"optim.{role}")
         if len(resolved["betas"]) != 2:
             raise SpecError(f"optim.{role}.betas", f"expected two values [beta1, beta2], got {resolved['betas']!r}")
@@ -207,12 +357,12 @@ def _optim(raw: Any, needs_d: bool) -> dict[str, dict[str, Any]]:
 
 
 def _metrics(raw: Any, registry: Registry, provenance: Mapping[str, str]) -> list[ComponentSpec]:
-    if raw == "auto":
+    if isinstance(raw, str) and raw == "auto":
         return [ComponentSpec(n, resolve_params(registry.get("metric", n).cls.params, {}, f"metrics.{n}")) for n in registry.names("metric")]
-    if raw in ("none", None):
+    if raw is None or (isinstance(raw, str) and raw == "none"):
         return []
     if not isinstance(raw, list):
-        raise SpecError("metrics", f"expected \"auto\", \"none\" or a list of metric names, got {raw!r}")
+        raise SpecError("metrics", f"expected \"auto\", \"none\" or a list of metric names, got {shown(raw)}")
     return [_component(item, f"metrics[{i}]", "metric", registry, provenance) for i, item in enumerate(raw)]
 
 
@@ -231,10 +381,15 @@ def missing_plugin_message(kind: str, name: str, source: str, registry: Registry
 
 
 def parse_spec(source: str | Path | Mapping[str, Any], registry: Registry | None = None, **overrides: Any) -> Spec:
-    """A spec from a file path, TOML text or a dict, with top-level overrides (``steps=100``)."""
+    """A spec from a file path, TOML text or a dict, with top-level overrides (``steps=100``).
+
+    A ``Path``, or a ``str`` of one line, is a file path (never read as TOML text): a missing file is
+    "not found", a folder "is a directory". TOML text is a ``str`` of more than one line.
+    """
     if isinstance(source, Mapping):
+        check_shape(source)
         raw = copy.deepcopy(dict(source))
-    elif isinstance(source, Path) or (isinstance(source, str) and "\n" not in source and source.endswith((".toml", ".json"))):
+    elif isinstance(source, Path) or (isinstance(source, str) and "\n" not in source):
         raw = load_spec_file(source)
     else:
         raw = parse_text(str(source))
@@ -247,9 +402,11 @@ def parse_spec(source: str | Path | Mapping[str, Any], registry: Registry | None
 # ----------------------------------------------------------------------------------------------
 def parse_value(text: str) -> Any:
     """A CLI value: a TOML literal when it parses (1e-3, true, [1, 2], "x"), else the plain string."""
+    if len(text) > MAX_STRING or _bracket_depth(text, "toml") > MAX_DEPTH or "\n" in text:
+        return text  # never a spec value; the spec check names it
     try:
         return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
+    except (tomllib.TOMLDecodeError, RecursionError, ValueError):
         return text
 
 

@@ -202,7 +202,7 @@ class Trainer:
         except TrainingError as exc:
             status = "failed"
             self.state.update(error=str(exc))
-        except Exception as exc:  # a component raised: fail this run only, naming the plugin
+        except (Exception, SystemExit) as exc:  # a component raised (or called sys.exit()): fail this run only, naming the plugin
             status = "failed"
             self.state.update(error=self.describe_failure(exc))
             self.exception = exc
@@ -215,6 +215,8 @@ class Trainer:
         where = f" in {info.kind} {info.name!r} from plugin {info.source}" if info is not None else ""
         if isinstance(exc, ExplorerError):
             return f"{exc}{where}"
+        if isinstance(exc, SystemExit):
+            return f"step {self.p.step}: sys.exit({exc.code!r}) called{where}; the run stopped there"
         return f"step {self.p.step}: {type(exc).__name__}{where}: {exc}"
 
     def train_step(self) -> None:

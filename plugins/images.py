@@ -7,9 +7,12 @@ and nothing is unpickled: .npz files are read with ``np.load(allow_pickle=False)
 
 from __future__ import annotations
 
+import os
+import stat
 import zipfile
 from collections import OrderedDict
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 import torch
@@ -124,6 +127,21 @@ def _centre_crop(x: Tensor) -> Tensor:
     return x[..., top:top + s, left:left + s]
 
 
+def open_regular(path: Path, where: str) -> IO[bytes]:
+    """Open a file for reading only if it is a regular file: a FIFO, device or socket is refused
+    at once (opened non-blocking and checked with fstat, so nothing can hang on it)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as exc:
+        raise SpecError(where, f"cannot read {str(path)[:200]!r}: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise SpecError(where, f"{str(path)[:200]!r} is not a regular file (a pipe, device or socket)")
+    if hasattr(os, "O_NONBLOCK"):
+        os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
 def image_files(folder: Path) -> list[Path]:
     """The PNG/JPEG files under ``folder``, recursively, sorted by path."""
     return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
@@ -142,7 +160,7 @@ def load_folder(folder: Path, channels: int, size: int, where: str, files: list[
     mode = "L" if channels == 1 else "RGB"
     for i, path in enumerate(files):
         try:
-            with Image.open(path) as im:
+            with open_regular(path, where) as fh, Image.open(fh) as im:
                 im.draft(mode, (size, size))  # JPEG: decode at a reduced scale when possible
                 im = im.convert(mode)
                 w, h = im.size
@@ -209,7 +227,7 @@ def _scale(a: np.ndarray, where: str) -> tuple[float, float]:
 def load_npz(path: Path, key: str, channels: int, size: int, where: str) -> Tensor:
     """One array of an .npz as ``[N, C, size, size]`` in [-1, 1]. Read with allow_pickle=False; the
     shape and dtype are checked from the header before the data is read."""
-    with open(path, "rb") as fh:
+    with open_regular(path, where) as fh:
         magic = fh.read(6)
     if not magic.startswith(b"PK"):
         what = ("holds pickled data, which is never loaded (unpickling can run code)" if magic[:1] == b"\x80"
@@ -279,13 +297,23 @@ class ImageFolder(_ImageData):
         raw = self.config["path"].strip()
         if not raw:
             raise SpecError(where, "set path to a folder of PNG/JPEG images or to an .npz file")
-        path = Path(raw).expanduser()
-        if not path.exists():
-            raise SpecError(where, f"{raw!r} does not exist")
+        try:
+            path = Path(raw).expanduser()
+            info = path.stat()
+        except FileNotFoundError:
+            raise SpecError(where, f"{raw[:200]!r} does not exist") from None
+        except (OSError, ValueError) as exc:  # a name too long, a NUL byte, no permission
+            raise SpecError(where, f"{raw[:200]!r} cannot be read: {getattr(exc, 'strerror', None) or exc}") from None
+        if not stat.S_ISDIR(info.st_mode) and not stat.S_ISREG(info.st_mode):
+            raise SpecError(where, f"{raw[:200]!r} is not a regular file or a folder (a pipe, device or socket); "
+                                   "set path to a folder of PNG/JPEG images or to an .npz file")
         channels, size, key = self.config["channels"], self.config["size"], self.config["key"]
         # the cache key changes whenever a file is added, removed or rewritten
-        files = image_files(path) if path.is_dir() else [path]
-        fingerprint = hash(tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in files))
+        try:
+            files = image_files(path) if stat.S_ISDIR(info.st_mode) else [path]
+            fingerprint = hash(tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in files))
+        except OSError as exc:
+            raise SpecError(where, f"{raw[:200]!r} cannot be read: {exc.strerror or exc}") from None
         cache_key = (str(path.resolve()), fingerprint, channels, size, key)
         if cache_key in _folder_cache:
             _folder_cache.move_to_end(cache_key)

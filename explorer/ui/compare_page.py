@@ -79,7 +79,13 @@ with st.container(border=True):
     base_raw.pop("provenance", None)
 
     # What to vary: up to two fields, each with its values.
-    link_vary = [compare.parse_vary(v) for v in st.query_params.get_all("vary") if "=" in v] if source == "the link" else []
+    link_vary = []
+    if source == "the link":
+        for v in st.query_params.get_all("vary")[:2]:
+            try:
+                link_vary.append(compare.parse_vary(v))
+            except ExplorerError as exc:
+                st.error(f"The link's `vary={v[:80]}` cannot be used: {exc}", icon="🔗")
     varies: list[tuple[str, list[Any]]] = []
     for i in range(2):
         row = st.columns([1.2, 1.2, 3])
@@ -104,7 +110,11 @@ with st.container(border=True):
             default_text = ", ".join(map(str, link_vary[i][1])) if i < len(link_vary) else str(compare.get_path(base_raw, fld) or "")
             text = row[2].text_input(f"{fld} values (comma-separated)", value=default_text, key=f"cmp.text{i}",
                                      help="TOML values: 1e-3, 0.5, true, \"name\", [0.5, 0.999]")
-            values = compare.parse_vary(f"{fld}={text}")[1] if text.strip() else []
+            try:
+                values = compare.parse_vary(f"{fld}={text}")[1] if text.strip() else []
+            except ExplorerError as exc:
+                st.error(str(exc))
+                values = []
         if values:
             varies.append((fld, list(values)))
     c2 = st.columns(3)
@@ -136,7 +146,7 @@ with st.container(border=True):
 with st.expander("…or compare runs from the history"):
     stores = {s.id: s for s in iter_runs(comparisons=True)}
     summaries = {k: s.summary() for k, s in stores.items()}
-    options = [k for k, s in sorted(summaries.items(), key=lambda kv: -kv[1].created) if s.status not in ("queued",)]
+    options = [k for k, s in sorted(summaries.items(), key=lambda kv: -kv[1].created) if s.status not in ("queued", "damaged")]
     picked = st.multiselect("runs", options, key="cmp.history",
                             format_func=lambda k: f"{summaries[k].name} · {summaries[k].status} · step {summaries[k].step} · {k}")
     if st.button("Compare these", disabled=len(picked) < 2, key="cmp.from_history"):

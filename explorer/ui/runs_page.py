@@ -7,6 +7,7 @@ RunManager, exports or imports it as one archive (explorer.archive), and deletes
 
 from __future__ import annotations
 
+import json
 import urllib.parse
 from datetime import date, datetime
 from pathlib import Path
@@ -102,10 +103,14 @@ selected = [shown.loc[i, "run"] for i in (event.selection.rows if event is not N
 if len(selected) == 1:
     st.session_state[OPEN_KEY] = selected[0]
 if len(selected) >= 2 and st.button(f"Compare the {len(selected)} selected runs", type="primary", key="runs.compare"):
-    specs = {k: stores[k].read_spec() for k in selected}
-    st.session_state[COMPARE_KEY] = {"ids": [stores[k].id for k in selected], "labels": compare.labels_for_specs(
-        {stores[k].id: specs[k] for k in selected}), "paths": {stores[k].id: str(stores[k].path) for k in selected}}
-    _go("compare_page.py")
+    try:
+        specs = {k: stores[k].read_spec() for k in selected}
+    except ExplorerError as exc:
+        st.error(f"Cannot compare these runs: {exc}")
+    else:
+        st.session_state[COMPARE_KEY] = {"ids": [stores[k].id for k in selected], "labels": compare.labels_for_specs(
+            {stores[k].id: specs[k] for k in selected}), "paths": {stores[k].id: str(stores[k].path) for k in selected}}
+        _go("compare_page.py")
 
 keys = list(shown["run"]) or list(df["run"])
 if "runs.pending_open" in st.session_state:  # set by an action below, applied before the widget exists
@@ -116,12 +121,40 @@ opened = st.selectbox("Open a run", list(df["run"]), key=OPEN_KEY,
                       format_func=lambda k: f"{stores[k].summary().name} · {k}")
 store: RunStore = stores[opened]
 summary = store.summary()
-spec_dict = store.read_spec()
+try:
+    spec_dict = store.read_spec()
+except ExplorerError as exc:  # a damaged run: say what is wrong, offer to delete it; the other runs stay usable
+    st.divider()
+    st.subheader(summary.name)
+    st.error(f"This run cannot be shown: {exc}")
+    sure = st.checkbox("really delete this run's folder", key=f"runs.sure.{opened}")
+    if st.button("Delete", disabled=not sure, key="runs.delete"):
+        try:
+            archive.delete_run(store)
+        except ExplorerError as err:
+            st.error(str(err))
+        else:
+            st.session_state["runs.pending_open"] = None
+            st.session_state["runs.flash"] = ("success", f"Deleted {opened}.")
+            st.rerun()
+    st.stop()
 live = state.live_run(store.id)
 live = live if live is not None and live.store.path.resolve() == store.path.resolve() else None
 
 
 # -- one run -------------------------------------------------------------------------------------------
+def _png_ok(path: Path) -> bool:
+    """A picture Streamlit can show: a PNG whose header and chunks check out (without decoding it)."""
+    try:
+        from PIL import Image
+
+        with Image.open(path) as im:
+            im.verify()
+        return im.format == "PNG"
+    except Exception:  # PIL raises many kinds for a broken file
+        return False
+
+
 def clean_history(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Records in step order with the steps a resume re-trained counted once (the later ones win)."""
     out: list[dict[str, Any]] = []
@@ -151,7 +184,9 @@ st.divider()
 st.subheader(summary.name)
 pct = min(summary.step / max(summary.total_steps, 1), 1.0)
 st.progress(pct, text=f"{summary.status} · step {summary.step:,} / {summary.total_steps:,} · {opened}")
-if summary.status == "failed":
+if summary.status == "damaged":
+    st.warning(f"Some of this run's files are damaged; what can be read is shown. {summary.error}")
+elif summary.status == "failed":
     st.error(summary.error or "failed")
 elif summary.status == "interrupted":
     st.warning(summary.error or "interrupted")
@@ -268,12 +303,17 @@ with tab_snaps:
         if snap is not None and (snap.kind == "image" or len(snap.real)):
             has_d = spec_dict.get("discriminator") is not None
             views.draw_snapshot(snap, opts=views.ViewOptions(height=380), critic_title="D(x)" if has_d else "witness", key="runs.snap")
-        elif store.snapshot_png(step) is not None:
+        elif store.snapshot_png(step) is not None and _png_ok(store.snapshot_png(step)):
             st.image(str(store.snapshot_png(step)), caption=f"step {step}")
         else:
             st.caption(f"The snapshot at step {step} cannot be read.")
+        if store.snapshot_problem:
+            st.caption(f"Damaged: {store.snapshot_problem}")
 with tab_spec:
-    toml_text = tomli_w.dumps(spec_dict)
+    try:
+        toml_text = tomli_w.dumps(spec_dict)
+    except (TypeError, ValueError):  # a value TOML cannot hold (null): show the JSON as saved
+        toml_text = "# spec.json holds values TOML cannot write; as saved:\n# " + json.dumps(spec_dict)
     st.code(toml_text, language="toml")
     c = st.columns(2)
     c[0].download_button("Download spec (TOML)", toml_text, file_name=f"{store.id}.toml", mime="text/plain", key="runs.spec_dl",

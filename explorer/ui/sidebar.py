@@ -19,7 +19,7 @@ import streamlit as st
 
 from explorer.errors import ExplorerError
 from explorer.registry import Registry
-from explorer.spec import OPTIMIZER, SETTINGS, SLOTS, Spec, parse_text, resolve
+from explorer.spec import OPTIMIZER, SETTINGS, SLOTS, Spec, parse_bytes, resolve
 from explorer.ui.presets import DEFAULT_PRESET, Preset, blank_preset, load_presets
 from explorer.ui.widgets import param_widget, params_widgets
 
@@ -71,7 +71,7 @@ def _take_upload(reg: Registry) -> str | None:
     if pid in uploaded:
         return
     try:
-        raw = parse_text(file.getvalue().decode("utf-8", "replace"), "json" if file.name.endswith(".json") else "toml", file.name)
+        raw = parse_bytes(file.getvalue(), "json" if file.name.endswith(".json") else "toml", file.name[:200])
         resolved = resolve(raw, reg).to_dict()
     except ExplorerError as exc:
         return f"{file.name}: {exc}"

@@ -22,7 +22,7 @@ from typing import Any, Mapping
 from explorer.errors import SpecError
 from explorer.params import resolve_params
 from explorer.registry import Registry, get_registry
-from explorer.spec import OPTIMIZER, SETTINGS, SLOTS
+from explorer.spec import OPTIMIZER, SETTINGS, SLOTS, parse_text
 
 QUERY_KEY = "spec"
 MAX_TOKEN_CHARS = 8_000  # a URL stays well under browsers' limits
@@ -120,12 +120,15 @@ def decode_spec(token: str) -> dict[str, Any]:
     except zlib.error:
         raise SpecError("", f"{bad}: not zlib data") from None
     try:
-        raw = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise SpecError("", f"{bad}: not JSON") from None
-    if not isinstance(raw, dict):
-        raise SpecError("", f"{bad}: expected a table of fields, got {type(raw).__name__}")
-    return raw
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SpecError("", f"{bad}: not UTF-8 text") from None
+    try:
+        # The same checks as a spec file: syntax, duplicate keys, nesting depth (a 30,000-deep list
+        # compresses to a few dozen characters), sizes.
+        return parse_text(text, fmt="json", source="the link's spec")
+    except SpecError as exc:
+        raise SpecError(exc.field, f"{bad}: {exc.message}") from None
 
 
 def spec_to_query(spec_dict: Mapping[str, Any], registry: Registry | None = None) -> dict[str, str]:
@@ -144,4 +147,4 @@ def spec_from_query(query_params: Mapping[str, Any]) -> dict[str, Any] | None:
     token = query_params[QUERY_KEY]
     if isinstance(token, (list, tuple)):
         token = token[-1] if token else ""
-    return decode_spec(str(token))
+    return decode_spec(token if isinstance(token, str) else "")
