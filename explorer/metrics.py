@@ -155,6 +155,9 @@ def mmd2(x: Tensor, y: Tensor, sigmas: Sequence[float] | Tensor, unbiased: bool 
     """
     n, m = x.shape[0], y.shape[0]
     s = len(sigmas) if not isinstance(sigmas, Tensor) else sigmas.numel()
+    if x.dtype in (torch.float16, torch.bfloat16) or y.dtype in (torch.float16, torch.bfloat16):
+        # kernel sums of thousands of terms and their difference need more than 8 bits of mantissa
+        return mmd2(x.float(), y.float(), sigmas, unbiased).to(x.dtype)
     sxx, syy, sxy = kernel_sum(x, None, sigmas), kernel_sum(y, None, sigmas), kernel_sum(x, y, sigmas)
     if unbiased:
         if n < 2 or m < 2:
