@@ -101,7 +101,10 @@ def _kernel_sum_blocks(a: Tensor, b: Tensor | None, coeffs: Tensor, grads: bool)
     # on a slow path (15x slower measured for float32); such terms are < 1e-37: flooring the
     # argument there changes no sum and keeps every exp on the fast path.
     floor = 0.5 * math.log(torch.finfo(a.dtype).tiny)
-    neg = -coeffs
+    # On the CPU the coefficients are plain numbers (no sync to read them) and a block whose largest
+    # distance keeps c * d above the floor skips the clamp; elsewhere they stay device scalars.
+    on_cpu = a.device.type == "cpu"
+    cs: list[Any] = coeffs.tolist() if on_cpu else list(coeffs)
     aa, bb = (a * a).sum(1), (bm * bm).sum(1)
     total = a.new_zeros(())
     ga = torch.zeros_like(a) if grads else None
@@ -116,13 +119,17 @@ def _kernel_sum_blocks(a: Tensor, b: Tensor | None, coeffs: Tensor, grads: bool)
             d2[:, :r].diagonal().zero_()
         e = torch.empty_like(d2)
         g = torch.empty_like(d2) if grads else None
-        for s in range(coeffs.shape[0]):
-            torch.mul(d2, neg[s], out=e).clamp_min_(floor).exp_()
+        dmax = float(d2.max()) if on_cpu else 0.0
+        for s, c in enumerate(cs):
+            torch.mul(d2, -c, out=e)
+            if not on_cpu or c * dmax > -floor:
+                e.clamp_min_(floor)
+            e.exp_()
             if g is not None:
                 if s == 0:
-                    torch.mul(e, coeffs[s], out=g)
+                    torch.mul(e, c, out=g)
                 else:
-                    g.addcmul_(e, coeffs[s])
+                    g.add_(e, alpha=c) if on_cpu else g.addcmul_(e, c)
             total += e.sum()
             if same:  # the blocks right of the diagonal stand for their mirror images too
                 total += e[:, r:].sum()
