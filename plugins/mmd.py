@@ -153,9 +153,13 @@ class MMD(Objective):
         "linear": "Gretton et al.'s linear-time statistic: each point used in one pair only; the cheapest, "
                   "but its estimate is much noisier (variance ~1/n instead of ~1/n^2), so it needs large batches",
     }
+    #: the Train page's text for this objective; ``methods`` above holds the longer account of each method
     explanation: ClassVar[str] = (
-        "How MMD² is estimated each step (the `method` parameter) trades exactness for speed: " + "; ".join(
-            f"{k}: {v}" for k, v in methods.items()) + ".")
+        "Generative moment matching: no discriminator; the generator minimises the maximum mean discrepancy "
+        "between a batch of data and a batch of samples under a mixture of Gaussian kernels (Li et al. 2015; "
+        "Dziugaite et al. 2015). MMD² is 0 exactly when the distributions match. Its `method` trades exactness "
+        "for speed: exact (all pairs, cost quadratic in the batch), rff or linear (cost linear in the batch, "
+        "noisier estimates; for batches of thousands).")
     params = (
         Param("bandwidths", "floats", [0.1, 0.25, 0.5, 1.0, 2.0, 4.0],
               "RBF kernel bandwidths sigma (standard deviations, not variances); multiples of the median "
