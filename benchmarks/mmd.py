@@ -6,9 +6,10 @@ one process, on the same networks, data and device, at several batch sizes.
 
 Workload (issue 17): ring8, an MLP generator of 3 x 128, four RBF bandwidths (multiples of the median
 heuristic), unbiased MMD^2, Adam. Each configuration is first timed for a couple of steps, then run
-for about ``--seconds``; the naive loop and the engine's estimators alternate per batch size, so a
-drift in the machine's load hits them alike. Prints steps/s and the ratios to the naive loop, and
-first the two ways of computing the pairwise squared distances (timed alone).
+for about ``--seconds``, timed from the end of its first step; for each batch size the naive loop
+and the engine's estimators run back to back, so that a drift in the machine's load hits them
+alike. Prints steps/s and the ratios to the naive loop, and first the two ways of computing the
+pairwise squared distances (timed alone).
 """
 
 from __future__ import annotations
