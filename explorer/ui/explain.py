@@ -74,6 +74,8 @@ def for_objective(objective: str, formula: str = "") -> Explanation:
     if objective == "mmd":
         text = ("Generative moment matching: no discriminator; the generator minimises the maximum mean "
                 "discrepancy between a batch of data and a batch of samples under a mixture of Gaussian "
-                "kernels (Li et al. 2015; Dziugaite et al. 2015). MMD² is 0 exactly when the distributions match.")
+                "kernels (Li et al. 2015; Dziugaite et al. 2015). MMD² is 0 exactly when the distributions match. "
+                "Its `method` trades exactness for speed: exact (all pairs, cost quadratic in the batch), rff or "
+                "linear (cost linear in the batch, noisier estimates; for batches of thousands).")
         return Explanation(text, formula or MMD)
     return Explanation(f"The {objective} objective.", formula)
