@@ -412,7 +412,7 @@ def test_views_draw_each_kind_of_snapshot():
     (x0, x1), (y0, y1) = views.domain_2d(two)
     assert spec["width"] / spec["height"] == pytest.approx((x1 - x0) / (y1 - y0), rel=0.02)  # a unit of x1 as long as one of x2
     assert max(spec["width"], spec["height"]) == 400
-    assert spec["datasets"]["heat"]["url"][0].startswith("data:image/png;base64,")
+    assert fig.datasets["heat"]["url"][0].startswith("data:image/png;base64,")
     imgs = Snapshot(0, "image", rng.uniform(-1, 1, (64, 1, 8, 8)), rng.uniform(-1, 1, (64, 1, 8, 8)),
                     {"nearest": rng.uniform(-1, 1, (64, 1, 8, 8)), "nearest_dist": rng.random(64)})
     picture, caption = views.images_with_nearest(imgs, rows=8, per_row=7)

@@ -33,7 +33,8 @@ def test_a_live_chart_is_validated_once_and_redraws_send_only_new_data(monkeypat
     domain = views.domain_2d(ring_snapshot(0))
     opts = views.ViewOptions(domain=domain)
     first = views.view_2d(ring_snapshot(1), opts).spec()
-    second = views.view_2d(ring_snapshot(2), opts).spec()
+    second_fig = views.view_2d(ring_snapshot(2), opts)
+    second = second_fig.spec()
     assert len(built) == 1  # the second frame reused the first one's spec
     assert {k: v for k, v in first.items() if k != "datasets"} == {k: v for k, v in second.items() if k != "datasets"}
     assert not first["datasets"]["points"].equals(second["datasets"]["points"])
@@ -46,14 +47,14 @@ def test_a_live_chart_is_validated_once_and_redraws_send_only_new_data(monkeypat
 def test_the_critic_is_one_raster_image_coloured_by_its_value():
     snap = ring_snapshot(0)
     snap.extras["critic"] = np.tile(np.linspace(0, 1, 40), (40, 1))  # D rises from left to right
-    spec = views.view_2d(snap).spec()
-    assert len(spec["datasets"]["heat"]) == 1  # one row: the picture, not 1,600 cells
+    fig = views.view_2d(snap)
+    assert len(fig.datasets["heat"]) == 1 and fig.spec()["datasets"]["heat"].num_rows == 1  # the picture, not 1,600 cells
     import base64
     import io
 
     from PIL import Image
 
-    url = spec["datasets"]["heat"]["url"][0]
+    url = fig.datasets["heat"]["url"][0]
     img = np.asarray(Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))))
     assert img.shape == (40, 40, 3)
     assert img[20, 0, 2] < img[20, 0, 0]  # left: D = 0, the "generated" orange

@@ -23,9 +23,10 @@ from typing import Any, Callable, Hashable, Iterable, Mapping, Sequence
 import altair as alt
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 LOSSES = ("d_loss", "g_loss")
-NOT_SERIES = {"step", "time", "steps_per_s"}
+NOT_SERIES = {"step", "time", "steps_per_s", "kind", "errors"}
 MAX_POINTS = 500  # per series and run: what a chart sends to the browser stays bounded on long runs
 COLUMNS = ["run", "step", "series", "value"]
 SPEC_CACHE_SIZE = 256
@@ -61,8 +62,10 @@ class Figure:
     datasets: Mapping[str, pd.DataFrame]
 
     def spec(self) -> dict[str, Any]:
-        """The full Vega-Lite spec, datasets included (Streamlit sends them as Arrow)."""
-        return {**cached_spec(self.key, self.build), "datasets": dict(self.datasets)}
+        """The full Vega-Lite spec, datasets included as Arrow tables (converted here on one thread:
+        pyarrow's thread pool costs more than these small tables)."""
+        datasets = {k: pa.Table.from_pandas(v, preserve_index=False, nthreads=1) for k, v in self.datasets.items()}
+        return {**cached_spec(self.key, self.build), "datasets": datasets}
 
 
 def _thin(steps: np.ndarray, max_points: int) -> np.ndarray:
@@ -74,36 +77,48 @@ def _thin(steps: np.ndarray, max_points: int) -> np.ndarray:
     return np.unique(idx)
 
 
+def _number(value: Any) -> float:
+    """A real number, or NaN for anything else (bools, strings, lists, None)."""
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
+
+
 def history_frame(records: Iterable[Mapping[str, Any]], run: str = "run", max_points: int = MAX_POINTS) -> pd.DataFrame:
     """Long-form rows (run, step, series, value) from history records (loss and metric records alike).
 
     Non-numeric and non-finite values are dropped; each series is thinned to ``max_points`` rows.
-    Column-wise (one DataFrame of the records), as a live page calls this on every redraw.
+    A live page calls this on every redraw: one pass per key over plain records, one frame at the end.
     """
     records = [r for r in records if isinstance(r, Mapping) and isinstance(r.get("step"), (int, float))
                and not isinstance(r.get("step"), bool)]
-    frames = []
+    names: list[str] = []
+    steps: list[np.ndarray] = []
+    values: list[np.ndarray] = []
     if records:
-        table = pd.DataFrame.from_records(records)
-        steps_all = table["step"].to_numpy(dtype=float)
-        for key in table.columns:
+        steps_all = np.array([float(r["step"]) for r in records])
+        for key in dict.fromkeys(k for r in records for k in r):  # every key, in order of appearance
             if key in NOT_SERIES:
                 continue
-            col = table[key]
-            if col.dtype == bool:
-                continue
-            if col.dtype == object:  # mixed: keep real numbers only (not bools, strings, lists)
-                col = col.map(lambda v: float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else np.nan)
-            values = pd.to_numeric(col, errors="coerce").to_numpy(dtype=float)
-            ok = np.isfinite(values) & np.isfinite(steps_all)
+            vals = np.fromiter((_number(r.get(key)) for r in records), dtype=float, count=len(records))
+            ok = np.isfinite(vals) & np.isfinite(steps_all)
             if not ok.any():
                 continue
-            s, v = steps_all[ok].astype(np.int64), values[ok]
+            s, v = steps_all[ok].astype(np.int64), vals[ok]
             keep = _thin(s, max_points)
-            frames.append(pd.DataFrame({"run": run, "step": s[keep], "series": key, "value": v[keep]}))
-    if not frames:
+            names.append(str(key))
+            steps.append(s[keep])
+            values.append(v[keep])
+    if not names:
         return pd.DataFrame({c: pd.Series(dtype=t) for c, t in zip(COLUMNS, ("str", "int64", "str", "float64"))})
-    return pd.concat(frames, ignore_index=True)
+    # One frame, with run and series as categoricals (codes, not a string per row: cheap to build and to
+    # send as Arrow on every redraw of a live chart).
+    sizes = [len(s) for s in steps]
+    n = sum(sizes)
+    return pd.DataFrame({
+        "run": pd.Categorical.from_codes(np.zeros(n, dtype=np.int8), categories=[run]),
+        "step": np.concatenate(steps),
+        "series": pd.Categorical.from_codes(np.repeat(np.arange(len(names)), sizes), categories=names),
+        "value": np.concatenate(values),
+    })
 
 
 def combine(frames: Sequence[pd.DataFrame]) -> pd.DataFrame:

@@ -337,15 +337,14 @@ def equal_aspect(xdom: list[float], ydom: list[float], size: int) -> tuple[int, 
 
 
 def manifold_data(manifold: np.ndarray) -> pd.DataFrame:
-    """The image of a grid over the latent square: its rows and columns as lines (line, order, x1, x2)."""
+    """The image of a grid over the latent square: its rows and then its columns as lines (line, order,
+    x1, x2), numbered, not named: this is rebuilt on every redraw."""
     n, m = manifold.shape[:2]
     ii, jj = np.meshgrid(np.arange(n), np.arange(m), indexing="ij")
-    rows = pd.DataFrame({"line": [f"r{i}" for i in ii.ravel()], "order": jj.ravel(),
-                         "x1": manifold[..., 0].ravel(), "x2": manifold[..., 1].ravel()})
-    cols = pd.DataFrame({"line": [f"c{j}" for j in jj.ravel()], "order": ii.ravel(),
-                         "x1": manifold[..., 0].ravel(), "x2": manifold[..., 1].ravel()})
-    df = pd.concat([rows, cols], ignore_index=True)
-    return df[np.isfinite(df[["x1", "x2"]]).all(axis=1)]
+    x1, x2 = np.tile(manifold[..., 0].ravel(), 2), np.tile(manifold[..., 1].ravel(), 2)
+    df = pd.DataFrame({"line": np.concatenate([ii.ravel(), n + jj.ravel()]), "order": np.concatenate([jj.ravel(), ii.ravel()]),
+                       "x1": x1, "x2": x2})
+    return df[np.isfinite(x1) & np.isfinite(x2)]
 
 
 def arrows_data(fake: np.ndarray, push: np.ndarray, xdom: Sequence[float], ydom: Sequence[float]) -> pd.DataFrame:
