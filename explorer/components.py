@@ -55,6 +55,10 @@ class Sampler(Component):
     shape: tuple[int, ...] = ()
     #: data range hint for views, e.g. ((-3, 3),) in 1-D or ((-2, 2), (-2, 2)) in 2-D; None = infer
     bounds: tuple[tuple[float, float], ...] | None = None
+    #: as a latent prior: the interval (lo, hi) of each coordinate that a grid over latent codes should
+    #: span (the 2-D view's manifold mesh), e.g. (low, high) for a uniform box, mean -/+ 2 std for a
+    #: Gaussian; None = the host takes the central 95% of drawn codes
+    latent_box: tuple[float, float] | None = None
 
     def sample(self, n: int, generator: torch.Generator, device: torch.device | str) -> Tensor:
         """Draw ``n`` samples as a float32 tensor of shape ``[n, *shape]`` on ``device``.

@@ -225,7 +225,7 @@ class Trainer:
         if self._scheduled:
             self._apply_schedule()
         logged: dict[str, torch.Tensor] = {}
-        with autocast(p.device, spec.precision):
+        with p.torch_stream.active(), autocast(p.device, spec.precision):
             real = None
             if p.D is not None:
                 for _ in range(spec.k_d):
@@ -303,19 +303,19 @@ class Trainer:
         out: dict[str, float] = {}
         ctx = MetricContext(data=p.data, device=p.device, generator=self._metric_gen, cache_dir=getattr(self, "cache_dir", None))
         n_max = max(m.sample_size for m, _ in self.metrics)
-        with torch.no_grad():
+        with p.untouched(), torch.no_grad():  # metrics watch: they never change what the run learns
             z = p.latent.sample(n_max, self._metric_gen, p.device)
             fake = p.generate(z)
-        real_pool = p.view_real
-        for metric, name in self.metrics:
-            n = metric.sample_size
-            real = real_pool if len(real_pool) >= n else torch.cat([real_pool, p.data.sample(n - len(real_pool), self._metric_gen, p.device)])
-            try:
-                values = metric.compute(real[:n], fake[:n], ctx)
-            except Exception as exc:
-                raise TrainingError(f"metric {name!r} failed: {self.describe_failure(exc)}") from exc
-            for k, v in values.items():
-                out[k] = float(v)
+            real_pool = p.view_real
+            for metric, name in self.metrics:
+                n = metric.sample_size
+                real = real_pool if len(real_pool) >= n else torch.cat([real_pool, p.data.sample(n - len(real_pool), self._metric_gen, p.device)])
+                try:
+                    values = metric.compute(real[:n], fake[:n], ctx)
+                except Exception as exc:
+                    raise TrainingError(f"metric {name!r} failed: {self.describe_failure(exc)}") from exc
+                for k, v in values.items():
+                    out[k] = float(v)
         record = {"step": p.step, "time": time.time(), **out}
         self.last_metrics.update(out)
         self.state.add_record(record)

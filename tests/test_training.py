@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from explorer import Objective, hookimpl
+from explorer import Architecture, Objective, hookimpl
 from explorer.manager import execute, run_foreground
 from explorer.pipeline import Pipeline
 from explorer.registry import get_registry
@@ -239,3 +240,78 @@ def test_an_objective_drawing_random_numbers_reproduces_from_the_seed():
     same_a, same_b, other = (losses(t.state.view().history) for t in runs)
     assert same_a == same_b
     assert same_a != other
+
+
+class SpectralMLP(Architecture):
+    """A discriminator whose layers carry state updated in ``forward``: spectral norm's power iteration
+    (Miyato et al. 2018) advances ``_u`` on every call in training mode, and dropout draws from torch's
+    global random stream."""
+
+    name = "sn-mlp"
+    summary = "test architecture: spectrally normalised MLP with dropout"
+
+    def supports(self, role, in_shape, out_shape):
+        return None if role == "discriminator" else "sn-mlp builds discriminators only"
+
+    def build(self, role, in_shape, out_shape):
+        sn = torch.nn.utils.parametrizations.spectral_norm
+        return torch.nn.Sequential(torch.nn.Flatten(), sn(torch.nn.Linear(math.prod(in_shape), 32)), torch.nn.LeakyReLU(0.2),
+                                   torch.nn.Dropout(0.1), sn(torch.nn.Linear(32, 1)))
+
+
+class _SpectralPlugin:
+    @hookimpl
+    def register_architectures(self, register):
+        register(SpectralMLP)
+
+    @hookimpl
+    def register_objectives(self, register):
+        register(RandomisedObjective)
+
+
+@pytest.fixture
+def spectral():
+    reg = get_registry()
+    reg.add_plugin(_SpectralPlugin(), name="test-spectral")
+    yield reg
+    reg.remove_plugin("test-spectral")
+
+
+def _final_state(trainer):
+    p = trainer.p
+    return {**{f"G.{k}": v for k, v in p.G.state_dict().items()}, **{f"D.{k}": v for k, v in p.D.state_dict().items()},
+            "samples": p.G(p.view_z).detach()}
+
+
+def test_a_spectral_norm_discriminator_learns_the_same_for_any_snapshot_schedule(spectral):
+    """Watching never changes learning: spectral norm's power-iteration vectors, dropout's global stream
+    and the objective's own stream are left as they were by every view, however often it is taken."""
+    raw = {**FAST, "steps": 100, "objective": "randomised", "discriminator": "sn-mlp", "checkpoint_every": 0,
+           "metrics": ["energy-distance", "mode-coverage"], "metric_every": 20}
+    a, status_a = train({**raw, "snapshot_every": 7})
+    b, status_b = train({**raw, "snapshot_every": 100, "metric_every": 50})
+    c, _ = train({**raw, "snapshot_every": 100}, TrainerConfig(snapshot_hz=10_000, arrows=True))  # the app's live views
+    assert status_a == status_b == "finished"
+    final_a, final_b, final_c = _final_state(a), _final_state(b), _final_state(c)
+    assert any("_u" in k for k in final_a)  # the power-iteration vector is there to be disturbed
+    for key in final_a:
+        assert torch.equal(final_a[key], final_b[key]), key
+        assert torch.equal(final_a[key], final_c[key]), key
+    assert losses(b.state.view().history) == losses(c.state.view().history)  # same log schedule, same numbers
+
+
+def test_a_view_leaves_every_module_random_stream_and_sampler_as_it_was(spectral):
+    from explorer.snapshots import take_snapshot
+
+    pipe = Pipeline(parse_spec({**FAST, "objective": "randomised", "discriminator": "sn-mlp",
+                                "data": {"name": "metropolis-hastings", "chains": 16, "burn_in": 20}}))
+    before = {k: v.clone() for k, v in pipe.D.state_dict().items()}
+    global_rng, objective_rng = torch.get_rng_state(), pipe.objective.generator.get_state()
+    chains = pipe.data.state_dict()
+    take_snapshot(pipe, 0, arrows=True)
+    for k, v in pipe.D.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    assert torch.equal(torch.get_rng_state(), global_rng)
+    assert torch.equal(pipe.objective.generator.get_state(), objective_rng)
+    assert all(torch.equal(v, chains[k]) for k, v in pipe.data.state_dict().items() if isinstance(v, torch.Tensor))
+    assert pipe.D.training and pipe.G.training
