@@ -18,6 +18,7 @@ import sys
 from typing import Any, Callable
 
 from explorer.errors import ExplorerError
+from explorer.records import LOSS, record_kind
 
 # Subcommands that live in their own modules: (module, help). Each module has configure(parser) and run(args) -> int.
 EXTERNAL_COMMANDS = {
@@ -89,7 +90,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     st = store.read_status()
     print(f"run {store.id}: {view.status} at step {view.step}/{spec.steps} -> {store.path}")
     final = st.get("final_metrics") or {}
-    losses = next((r for r in reversed(view.history) if "g_loss" in r), {})
+    losses = next((r for r in reversed(view.history) if record_kind(r) == LOSS), {})
     for key in ("d_loss", "g_loss"):
         if key in losses:
             print(f"  {key:<22} {losses[key]:.4g}")

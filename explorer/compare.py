@@ -35,6 +35,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from explorer.errors import ExplorerError, SpecError
+from explorer.records import LOSS, record_kind
 from explorer.registry import Registry, get_registry
 from explorer.runs import RunStore, atomic_write_bytes, atomic_write_json, runs_root
 from explorer.snapshots import Snapshot, snapshot_from_arrays
@@ -181,7 +182,7 @@ def final_and_best(records: Sequence[Mapping[str, Any]]) -> tuple[dict[str, floa
     final: dict[str, float] = {}
     best: dict[str, float] = {}
     for rec in records:
-        is_loss = "g_loss" in rec or "d_loss" in rec
+        is_loss = record_kind(rec) == LOSS
         for k in series_keys([rec]):
             v = float(rec[k])
             final[k] = v

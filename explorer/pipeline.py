@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from explorer.components import Architecture, Objective, Sampler
 from explorer.device import TorchStream, make_generator, pick_device, seeded, stream_seed, tree_to_device
-from explorer.errors import SpecError
+from explorer.errors import CheckpointError, SpecError
 from explorer.registry import Registry, get_registry
 from explorer.spec import Spec
 
@@ -112,18 +112,29 @@ class Pipeline:
             "samplers": {"data": self.data.state_dict(), "latent": self.latent.state_dict()},
         }
 
-    def load_state_dict(self, state: dict[str, Any], optimizers: bool = True, rng: bool = True) -> None:
-        """Restore weights (and, when the optimisers match, their state and the random streams)."""
+    def load_state_dict(self, state: dict[str, Any], optimizers: bool = True, rng: bool = True, strict: bool = True) -> None:
+        """Restore weights and, when ``optimizers`` / ``rng``, the optimisers' state, the random streams and
+        the stateful samplers' state (a sampler's only when its spec is unchanged).
+
+        Nothing asked for is dropped silently: when the optimisers' or a sampler's saved state does not
+        fit, ``strict`` raises a :class:`~explorer.errors.CheckpointError` that says what and why; with
+        ``strict=False`` that part starts afresh and the reason goes into :attr:`resume_notes`.
+        """
+        self.resume_notes: list[str] = []
         self.G.load_state_dict(state["G"])
         if self.D is not None and state.get("D") is not None:
             self.D.load_state_dict(state["D"])
         if optimizers:
-            try:
-                self.opt_g.load_state_dict(state["opt_g"])
-                if self.opt_d is not None and state.get("opt_d") is not None:
-                    self.opt_d.load_state_dict(state["opt_d"])
-            except (ValueError, KeyError):
-                pass  # a fork that changed the optimiser starts its optimiser afresh
+            for what, opt, key in (("generator", self.opt_g, "opt_g"), ("discriminator", self.opt_d, "opt_d")):
+                if opt is None:
+                    continue
+                try:
+                    if state.get(key) is None:
+                        raise KeyError(f"the checkpoint holds no {key}")
+                    opt.load_state_dict(state[key])
+                except (ValueError, KeyError, TypeError) as exc:
+                    self._dropped(f"the {what}'s optimiser state does not fit this optimiser ({exc})", strict,
+                                  "fork the run with the optimiser changed to start it afresh")
         if rng and "rng" in state:
             self.data_gen.set_state(state["rng"]["data"].cpu())
             self.noise_gen.set_state(state["rng"]["noise"].cpu())
@@ -137,9 +148,16 @@ class Pipeline:
                 if saved and state["spec"].get(slot) == spec.get(slot):
                     try:
                         sampler.load_state_dict(tree_to_device(saved, self.device))
-                    except (ValueError, KeyError, TypeError):
-                        pass  # state that does not fit this sampler: it starts afresh
+                    except (ValueError, KeyError, TypeError) as exc:
+                        self._dropped(f"the {slot} sampler {sampler.name!r} refused its saved state "
+                                      f"({type(exc).__name__}: {exc})", strict,
+                                      "fix the sampler's load_state_dict, or fork the run to restart its stream")
         self.step = int(state.get("step", 0))
+
+    def _dropped(self, what: str, strict: bool, fix: str) -> None:
+        if strict:
+            raise CheckpointError(f"cannot resume: {what}; {fix}")
+        self.resume_notes.append(f"{what}: it starts afresh")
 
 
 def _module_attrs(component: Any) -> list[nn.Module]:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from explorer import Architecture, Objective, hookimpl
+from explorer import Architecture, Metric, Objective, Sampler, hookimpl
 from explorer.manager import execute, run_foreground
 from explorer.pipeline import Pipeline
 from explorer.registry import get_registry
@@ -134,6 +134,7 @@ def test_a_component_that_raises_fails_only_its_run_and_names_the_plugin(registr
     err = state.view().error
     assert state.view().status == "failed"
     assert "boom from a plugin" in err and "test-objectives" in err and "raises-at-23" in err
+    assert "step 23:" in err  # the step that raised, counted as the NaN guard counts it
     # The next run in the same process is unaffected.
     _, ok = run_foreground(parse_spec(FAST, registry), out=tmp_path / "ok", registry=registry)
     assert ok.view().status == "finished"
@@ -315,3 +316,108 @@ def test_a_view_leaves_every_module_random_stream_and_sampler_as_it_was(spectral
     assert torch.equal(pipe.objective.generator.get_state(), objective_rng)
     assert all(torch.equal(v, chains[k]) for k, v in pipe.data.state_dict().items() if isinstance(v, torch.Tensor))
     assert pipe.D.training and pipe.G.training
+
+
+@pytest.mark.parametrize("objective", ["explodes-at-23", "raises-at-23"])
+def test_an_exception_and_a_nan_at_the_same_call_report_the_same_step_in_the_error_and_the_status(registry, tmp_path, objective):
+    spec = parse_spec({**FAST, "objective": objective, "checkpoint_every": 0, "snapshot_every": 1000}, registry)
+    store, state = run_foreground(spec, out=tmp_path / "run", registry=registry)
+    view, status = state.view(), store.read_status()
+    assert view.status == status["status"] == "failed"
+    assert "step 23" in view.error and "step 22" not in view.error and "step 30" not in view.error
+    assert view.step == status["step"] == 23
+
+
+class RaisingMetric(Metric):
+    name = "raises-always"
+    summary = "test metric that raises"
+
+    def compute(self, real, fake, context):
+        raise ValueError("metric boom")
+
+
+class _MetricPlugin:
+    @hookimpl
+    def register_metrics(self, register):
+        register(RaisingMetric)
+
+
+def test_a_metric_that_raises_fails_only_that_metric_naming_its_plugin(tmp_path):
+    reg = get_registry()
+    reg.add_plugin(_MetricPlugin(), name="test-bad-metric")
+    try:
+        spec = parse_spec({**FAST, "metrics": ["raises-always", "energy-distance"], "metric_every": 20}, reg)
+        store, state = run_foreground(spec, out=tmp_path / "run", registry=reg)
+    finally:
+        reg.remove_plugin("test-bad-metric")
+    view = state.view()
+    assert view.status == "finished"
+    assert "raises-always" in view.error and "test-bad-metric" in view.error and "metric boom" in view.error
+    metric_records = [r for r in store.read_metrics() if r.get("kind") == "metric"]
+    assert [r["step"] for r in metric_records] == [20, 40, 60]
+    assert all("energy_distance" in r for r in metric_records)
+    assert "raises-always" in metric_records[0]["errors"] and "errors" not in metric_records[1]  # asked once only
+
+
+def test_records_declare_their_kind_and_old_records_are_still_told_apart():
+    from explorer.records import record_kind
+
+    trainer, _ = train({**FAST, "metrics": ["energy-distance"], "metric_every": 30})
+    kinds = {record_kind(r) for r in trainer.state.view().history}
+    assert kinds == {"loss", "metric"}
+    assert all(r["kind"] in ("loss", "metric") for r in trainer.state.view().history)
+    assert record_kind({"step": 1, "g_loss": 0.7}) == "loss"
+    assert record_kind({"step": 1, "d_loss": 0.7, "mmd2": 0.1}) == "loss"
+    assert record_kind({"step": 1, "energy_distance": 0.1}) == "metric"
+
+
+def test_resuming_never_hides_an_optimiser_state_that_does_not_fit(tmp_path):
+    from explorer.errors import CheckpointError
+
+    first, _ = train({**FAST, "steps": 10})
+    state = first.p.state_dict()
+    other = Pipeline(parse_spec({**FAST, "steps": 20, "optim": {"generator": {"name": "sgd"}}}))
+    state["opt_g"]["param_groups"][0]["params"] = [0]  # an optimiser state for another set of parameters
+    with pytest.raises(CheckpointError, match="generator's optimiser state"):
+        other.load_state_dict(state)
+    other.load_state_dict(state, strict=False)
+    assert other.resume_notes and "generator's optimiser" in other.resume_notes[0]
+    assert other.step == 10
+
+
+class PickySampler(Sampler):
+    name = "picky"
+    summary = "test sampler whose saved state never loads"
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.shape = (2,)
+
+    def sample(self, n, generator, device):
+        return torch.randn(n, 2, generator=generator, device=device)
+
+    def state_dict(self):
+        return {"position": torch.zeros(2)}
+
+    def load_state_dict(self, state):
+        raise ValueError("wrong shape")
+
+
+class _PickyPlugin:
+    @hookimpl
+    def register_samplers(self, register):
+        register(PickySampler)
+
+
+def test_resuming_never_hides_a_sampler_state_that_does_not_load():
+    from explorer.errors import CheckpointError
+
+    reg = get_registry()
+    reg.add_plugin(_PickyPlugin(), name="test-picky")
+    try:
+        spec = parse_spec({**FAST, "data": "picky", "steps": 10}, reg)
+        state = Pipeline(spec).state_dict()
+        with pytest.raises(CheckpointError, match="data sampler 'picky' refused its saved state"):
+            Pipeline(spec).load_state_dict(state)
+    finally:
+        reg.remove_plugin("test-picky")

@@ -99,6 +99,7 @@ def check_training(spec: Mapping[str, Any], registry: Any = None, steps: int = 2
     for ``steps`` steps in memory on the CPU, metrics included; require it to finish with finite
     losses. Returns the final :class:`~explorer.training.RunView`."""
     from explorer.pipeline import Pipeline
+    from explorer.records import LOSS, record_kind
     from explorer.spec import parse_spec
     from explorer.training import Trainer, TrainerConfig
 
@@ -110,7 +111,7 @@ def check_training(spec: Mapping[str, Any], registry: Any = None, steps: int = 2
     view = trainer.state.view()
     if status != "finished":
         raise AssertionError(f"training {spec!r} ended {status}: {view.error}")
-    losses = [r for r in view.history if "g_loss" in r]
+    losses = [r for r in view.history if record_kind(r) == LOSS]
     if not losses or not all(math.isfinite(v) for r in losses for v in r.values() if isinstance(v, float)):
         raise AssertionError(f"training {spec!r} logged no finite losses: {losses}")
     return view

@@ -19,6 +19,7 @@ import tomli_w
 
 from explorer import archive, compare
 from explorer.errors import ExplorerError
+from explorer.records import LOSS, record_kind
 from explorer.runs import ACTIVE, RunStore, iter_runs, runs_root
 from explorer.spec import parse_value
 from explorer.ui import charts, state, urlspec, views
@@ -128,7 +129,7 @@ def clean_history(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for kind in (True, False):  # loss records, then metric records
         part: list[dict[str, Any]] = []
         for rec in records:
-            if ("g_loss" in rec) != kind:
+            if (record_kind(rec) == LOSS) != kind:
                 continue
             while part and part[-1]["step"] >= rec["step"]:
                 part.pop()
