@@ -1,6 +1,6 @@
 """``genex``: the command line (also ``python -m explorer``).
 
-    genex plugins [--json]                 every component, its parameters and where it comes from
+    genex plugins [--json] [--check]       every component, its parameters and where it comes from
     genex run SPEC [--steps N] [--seed S] [--device D] [--out DIR]
     genex runs [--json]                    the run history
     genex compare SPEC --vary FIELD=A,B    side-by-side runs (explorer.compare)
@@ -18,7 +18,6 @@ import sys
 from typing import Any, Callable
 
 from explorer.errors import ExplorerError
-from explorer.records import LOSS, record_kind
 
 # Subcommands that live in their own modules: (module, help). Each module has configure(parser) and run(args) -> int.
 EXTERNAL_COMMANDS = {
@@ -32,9 +31,10 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
 
     reg = get_registry()
     info = reg.describe()
+    failed = 1 if args.check and info["errors"] else 0
     if args.json:
         print(json.dumps(info, indent=2, default=str))
-        return 0
+        return failed
     for kind, comps in info["components"].items():
         print(f"{kind}s:")
         for c in comps:
@@ -58,7 +58,9 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
                 print("    " + e["traceback"].replace("\n", "\n    "))
         if not args.verbose:
             print("  (genex plugins --verbose shows the tracebacks)")
-    return 0
+    if failed:
+        print(f"genex plugins --check: {len(info['errors'])} plugin(s) failed to load", file=sys.stderr)
+    return failed
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -90,6 +92,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     st = store.read_status()
     print(f"run {store.id}: {view.status} at step {view.step}/{spec.steps} -> {store.path}")
     final = st.get("final_metrics") or {}
+    from explorer.records import LOSS, record_kind
+
     losses = next((r for r in reversed(view.history) if record_kind(r) == LOSS), {})
     for key in ("d_loss", "g_loss"):
         if key in losses:
@@ -120,7 +124,9 @@ def _cmd_runs(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable[[argparse.Namespace], int]]]:
+def build_parser(command: str | None = None) -> tuple[argparse.ArgumentParser, dict[str, Callable[[argparse.Namespace], int]]]:
+    """The parser and each command's handler; with ``command``, only that external command's module is
+    imported (the others are listed with their help line)."""
     parser = argparse.ArgumentParser(prog="genex", description="Generative Explorer: train and compare generative models from pipeline specs.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     handlers: dict[str, Callable[[argparse.Namespace], int]] = {}
@@ -128,6 +134,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable[[argpars
     p = sub.add_parser("plugins", help="list installed components and plugins (and plugins that failed to load)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--verbose", "-v", action="store_true", help="show tracebacks of plugins that failed")
+    p.add_argument("--check", action="store_true",
+                   help="exit with status 1 when a plugin failed to load (for plugin authors' CI)")
     handlers["plugins"] = _cmd_plugins
 
     p = sub.add_parser("run", help="train a pipeline spec (TOML or JSON) headless")
@@ -145,20 +153,28 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable[[argpars
     handlers["runs"] = _cmd_runs
 
     for name, (module, help_text) in EXTERNAL_COMMANDS.items():
+        p = sub.add_parser(name, help=help_text)
+        if command is not None and command != name:
+            continue  # only the command asked for is imported (and configured): --help stays fast
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as exc:
             if exc.name != module:
                 raise
             continue
-        p = sub.add_parser(name, help=help_text)
         mod.configure(p)
         handlers[name] = mod.run
     return parser, handlers
 
 
+def _command_of(argv: list[str]) -> str | None:
+    """The subcommand named in ``argv`` (its first word that is not an option), if any."""
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser, handlers = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser, handlers = build_parser(_command_of(argv))
     args = parser.parse_args(argv)
     if not args.command:
         parser.print_help()

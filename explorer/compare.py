@@ -43,7 +43,6 @@ from explorer.spec import Spec, diff_specs, load_spec_file, parse_value, resolve
 
 NOT_SERIES = {"step", "time", "steps_per_s"}
 # Metric keys where larger is better (everything else: distances, divergences, losses, smaller is better).
-HIGHER_IS_BETTER = ("modes", "hq_fraction", "p_value", "precision", "recall", "density", "coverage", "nn_ratio")
 MAX_RUNS = 64
 
 
@@ -173,12 +172,25 @@ def series_keys(records: Sequence[Mapping[str, Any]]) -> list[str]:
     return list(keys)
 
 
-def higher_is_better(key: str) -> bool:
-    return any(tag in key for tag in HIGHER_IS_BETTER)
+def metric_directions(spec: Mapping[str, Any], registry: Registry | None = None) -> dict[str, str | None]:
+    """Which way is better for each key the spec's metrics log, as each metric declares it
+    (``Metric.directions``); metrics not installed here declare nothing (their keys get no "best")."""
+    registry = registry or get_registry()
+    out: dict[str, str | None] = {}
+    for item in spec.get("metrics") or []:
+        name = item.get("name") if isinstance(item, Mapping) else item
+        info = registry.components["metric"].get(name) if isinstance(name, str) else None
+        if info is not None:
+            out.update(getattr(info.cls, "directions", {}) or {})
+    return out
 
 
-def final_and_best(records: Sequence[Mapping[str, Any]]) -> tuple[dict[str, float], dict[str, float]]:
-    """The last value of every series, and the best value of every metric (losses have no 'best')."""
+def final_and_best(records: Sequence[Mapping[str, Any]],
+                   directions: Mapping[str, str | None] | None = None) -> tuple[dict[str, float], dict[str, float]]:
+    """The last value of every series, and the best value of every metric key whose direction is
+    declared in ``directions`` (``higher`` or ``lower``; see :func:`metric_directions`). Losses and
+    undeclared keys have no "best": nothing is guessed from a key's name."""
+    directions = directions or {}
     final: dict[str, float] = {}
     best: dict[str, float] = {}
     for rec in records:
@@ -186,9 +198,10 @@ def final_and_best(records: Sequence[Mapping[str, Any]]) -> tuple[dict[str, floa
         for k in series_keys([rec]):
             v = float(rec[k])
             final[k] = v
-            if is_loss or not math.isfinite(v):
+            way = directions.get(k)
+            if is_loss or way not in ("higher", "lower") or not math.isfinite(v):
                 continue
-            if k not in best or (v > best[k] if higher_is_better(k) else v < best[k]):
+            if k not in best or (v > best[k] if way == "higher" else v < best[k]):
                 best[k] = v
     return final, best
 
@@ -280,7 +293,7 @@ def common_steps(stores: Sequence[RunStore]) -> list[int]:
 
 def result_of(variant: Variant, store: RunStore, seconds: float = 0.0) -> RunResult:
     st = store.read_status()
-    final, best = final_and_best(store.read_metrics())
+    final, best = final_and_best(store.read_metrics(), metric_directions(store.read_spec()))
     return RunResult(variant, store, st.get("status", "unknown"), int(st.get("step", 0) or 0), final, best, st.get("error"), seconds)
 
 

@@ -42,6 +42,7 @@ class FrechetDistance(_ImageMetric):
     feature classifier's held-out accuracy."""
 
     name = "frechet-distance"
+    directions = {"frechet_distance": "lower", "feature_accuracy": None}  # the feature network's accuracy: no "best"
     summary = "Fréchet distance in the features of a classifier trained on the data set (FID-like, no download)"
     sample_size = 1000
 
@@ -66,6 +67,7 @@ class PRDC(_ImageMetric):
     Precision / density: are samples realistic? Recall / coverage: is the data's variety covered?"""
 
     name = "prdc"
+    directions = {"precision": "higher", "recall": "higher", "density": "higher", "coverage": "higher"}
     summary = "Precision/recall (k=3) and density/coverage (k=5) in classifier feature space"
     params = (
         Param("k_pr", "int", 3, "neighbours for precision / recall (Kynkäänniemi et al.: 3)", low=1, high=50),
@@ -101,6 +103,7 @@ class Memorisation(_ImageMetric):
     See :func:`explorer.feature_metrics.memorisation_score`."""
 
     name = "memorisation"
+    directions = {"memorisation": "lower", "nn_ratio": "higher"}
     summary = "Fraction of samples closer to a training image than training images are to each other"
     params = (
         Param("quantile", "float", 0.05, "a sample counts as memorised below this quantile of train-train NN distances", low=0.001, high=0.5),

@@ -38,6 +38,13 @@ class MMD(Objective):
     needs_discriminator = False
     formula = (r"\min_G \mathrm{MMD}^2 = \mathbb{E}\,k(x,x') + \mathbb{E}\,k(G(z),G(z')) - 2\,\mathbb{E}\,k(x,G(z)),"
                r"\quad k(x,y) = \sum_\sigma e^{-\|x-y\|^2 / 2\sigma^2}")
+    explanation = ("Generative moment matching: no discriminator; the generator minimises the maximum mean "
+                   "discrepancy between a batch of data and a batch of samples under a mixture of Gaussian "
+                   "kernels (Li et al. 2015; Dziugaite et al. 2015). MMD² is 0 exactly when the distributions match.")
+    critic_explanation = ("the MMD witness function, positive (blue) where the data has more kernel mass than the "
+                          "generator, negative (orange) where the generator has too much; minimising MMD² moves the "
+                          "generated points along its gradient.")
+    critic_formula = r"f^*(t) \propto \mathbb{E}_x k(t, x) - \mathbb{E}_y k(t, y)"
     params = (
         Param("bandwidths", "floats", [0.1, 0.25, 0.5, 1.0, 2.0, 4.0],
               "RBF kernel bandwidths sigma (standard deviations, not variances); multiples of the median "

@@ -236,12 +236,13 @@ def draw_comparison(info: dict[str, Any]) -> None:
     # Final and best values, sortable.
     table = []
     for r in rows:
-        final, best = compare.final_and_best(r["history"])
+        directions = compare.metric_directions(r["store"].read_spec(), reg) if r["store"] is not None else {}
+        final, best = compare.final_and_best(r["history"], directions)
         row = {"run": r["label"], "status": r["status"], "step": r["step"]}
         row.update({k: v for k, v in final.items()})
         row.update({f"best {k}": v for k, v in best.items()})
         table.append(row)
-    st.markdown("**Final and best values** (click a column to sort; best = lowest, or highest for modes, coverage, p-values)")
+    st.markdown("**Final and best values** (click a column to sort; best = highest or lowest, as each metric declares)")
     st.dataframe(pd.DataFrame(table), hide_index=True, width="stretch", key="cmp.table")
     specs = {r["label"]: r["store"].read_spec() for r in rows if r["store"] is not None}
     diff = compare.spec_diff_rows(specs)
