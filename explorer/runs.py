@@ -135,10 +135,6 @@ class RunStore:
         current.update(status=status, pid=os.getpid(), host=socket.gethostname(), heartbeat=time.time())
         atomic_write_json(self.path / "status.json", current)
 
-    def heartbeat(self, **fields: Any) -> None:
-        current = self._read_json("status.json") or {}
-        self.write_status(current.get("status", "running"), **fields)
-
     def read_status(self) -> dict[str, Any]:
         """The status, with ``interrupted`` when a run marked active has no live process behind it."""
         st = self._read_json("status.json")

@@ -14,7 +14,6 @@ log D = -softplus(-l) and log(1 - D) = -softplus(l), which stay finite for any l
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
@@ -23,7 +22,6 @@ from torch import Tensor, nn
 
 from explorer import Objective, Param, hookimpl
 
-LOG4 = math.log(4.0)
 
 _SMOOTHING = Param(
     "label_smoothing", "float", 0.0,

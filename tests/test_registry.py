@@ -491,3 +491,14 @@ def test_a_missing_metric_plugin_is_named_when_a_spec_is_reopened():
     spec = parse_spec({"metrics": ["test-probe"]}, registry=full)
     with pytest.raises(SpecError, match=r"probe \(genex-probe 2.0\)"):
         parse_spec(spec.to_dict(), registry=without)
+
+
+def test_the_builtin_plugin_list_and_the_pyproject_entry_points_are_the_same():
+    """A bare checkout registers DEFAULT_PLUGINS; an installed one the entry points: they must agree."""
+    import tomllib
+    from pathlib import Path
+
+    from explorer.registry import DEFAULT_PLUGINS
+
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text(encoding="utf-8"))
+    assert pyproject["project"]["entry-points"]["generative_explorer"] == DEFAULT_PLUGINS
