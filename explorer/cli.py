@@ -21,7 +21,6 @@ from explorer.errors import ExplorerError
 
 # Subcommands that live in their own modules: (module, help). Each module has configure(parser) and run(args) -> int.
 EXTERNAL_COMMANDS = {
-    "compare": ("explorer.compare", "train variants of one spec side by side and summarise them"),
     "new-plugin": ("explorer.scaffold", "scaffold a generative-explorer-NAME plugin package"),
 }
 
@@ -124,6 +123,41 @@ def _cmd_runs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_compare(args: argparse.Namespace) -> int:
+    """``genex compare``: train the variants, write the tables and the picture; exit 1 if any run failed."""
+    from datetime import datetime
+    from pathlib import Path
+
+    from explorer import compare
+    from explorer.errors import SpecError
+    from explorer.runs import runs_root
+    from explorer.spec import load_spec_file
+
+    base = load_spec_file(args.spec)
+    varies = [compare.parse_vary(v) for v in args.vary]
+    if args.seeds < 1:
+        raise SpecError("--seeds", "give 1 or more")
+    variants = compare.expand_variants(base, varies, args.seeds, steps=args.steps, device=args.device)
+    name = base.get("name") or Path(args.spec).stem
+    out = Path(args.out) if args.out else runs_root() / f"compare-{datetime.now():%Y%m%d-%H%M%S}-{compare._slug(str(name))}"
+    if out.exists() and any(out.iterdir()):
+        raise ExplorerError(f"output folder {str(out)!r} is not empty; choose a new --out or delete it")
+    out.mkdir(parents=True, exist_ok=True)
+    log = None if args.quiet else (lambda msg: print(msg, flush=True))
+    if log:
+        log(f"comparing {len(variants)} runs of {name} -> {out}")
+    results = compare.train_variants(variants, out, jobs=max(1, args.jobs), log=log)
+    compare.write_outputs(out, {**base, **({"steps": args.steps} if args.steps else {})}, varies, results)
+    if log:
+        losses = [k for k in ("d_loss", "g_loss") if any(k in r.final for r in results)]
+        print(compare.to_markdown(compare.summary_rows(results), ["run", "status", "step", *losses]))
+        print(f"summary: {out / 'summary.md'}")
+    failed = [r for r in results if r.status != "finished"]
+    for r in failed:
+        print(f"run {r.variant.label} {r.status}: {r.error}", file=sys.stderr)
+    return 1 if failed else 0
+
+
 def build_parser(command: str | None = None) -> tuple[argparse.ArgumentParser, dict[str, Callable[[argparse.Namespace], int]]]:
     """The parser and each command's handler; with ``command``, only that external command's module is
     imported (the others are listed with their help line)."""
@@ -151,6 +185,19 @@ def build_parser(command: str | None = None) -> tuple[argparse.ArgumentParser, d
     p.add_argument("--root", help="runs folder (default: $GENEX_RUNS_DIR or ./runs)")
     p.add_argument("--json", action="store_true")
     handlers["runs"] = _cmd_runs
+
+    p = sub.add_parser("compare", help="train variants of one spec side by side and summarise them (explorer.compare)")
+    p.add_argument("spec", help="the base spec (.toml or .json)")
+    p.add_argument("--vary", action="append", default=[], metavar="FIELD=A,B",
+                   help="a field and its values, e.g. objective=minimax,nonsaturating or optim.generator.lr=1e-3,1e-4 "
+                        "(repeatable: the runs are the cartesian product)")
+    p.add_argument("--seeds", type=int, default=1, help="seeds per variant (the spec's seed, +1, ...); > 1 adds a mean ± standard error table")
+    p.add_argument("--steps", type=int, help="override the spec's steps")
+    p.add_argument("--device", help="auto, cpu, cuda or mps")
+    p.add_argument("--out", help="output folder (default: <runs folder>/compare-<timestamp>-<name>)")
+    p.add_argument("--jobs", type=int, default=1, help="runs trained at once (threads); default one after another")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress lines")
+    handlers["compare"] = _cmd_compare
 
     for name, (module, help_text) in EXTERNAL_COMMANDS.items():
         p = sub.add_parser(name, help=help_text)

@@ -200,10 +200,25 @@ def snapshot_arrays(snap: Snapshot) -> dict[str, Any]:
     return out
 
 
+def infer_kind(arrays: Any) -> str:
+    """The snapshot kind (1d, 2d, image, vector) of saved arrays: their saved ``kind``, else (older files,
+    bare sample arrays) what they hold. The one place that infers it."""
+    files = set(arrays.files) if hasattr(arrays, "files") else set(arrays)
+    if "kind" in files:
+        return str(arrays["kind"])
+    if "extra_x" in files:
+        return "1d"
+    if "extra_grid_x" in files:
+        return "2d"
+    fake = np.asarray(arrays["fake"])
+    if fake.ndim == 4:
+        return "image"
+    return {1: "1d", 2: "2d"}.get(fake.shape[-1] if fake.ndim == 2 else 0, "vector")
+
+
 def snapshot_from_arrays(arrays: Any, kind: str | None = None) -> Snapshot:
-    """A Snapshot back from a saved ``.npz`` (its kind is saved with it; ``kind`` is for older files)."""
-    if "kind" in arrays.files:
-        kind = str(arrays["kind"])
-    kind = kind or "vector"
+    """A Snapshot back from a saved ``.npz``; its kind is saved with it (``kind`` overrides, and older
+    files get theirs from :func:`infer_kind`)."""
+    kind = kind if kind is not None and "kind" not in arrays.files else infer_kind(arrays)
     extras = {k[len("extra_"):]: arrays[k] for k in arrays.files if k.startswith("extra_")}
     return Snapshot(step=int(arrays["step"]), kind=kind, real=arrays["real"], fake=arrays["fake"], extras=extras)

@@ -17,6 +17,7 @@ from explorer.errors import SpecError
 from explorer.pipeline import Pipeline
 from explorer.registry import get_registry
 from explorer.runs import RunStore, iter_runs, open_run
+from explorer.snapshots import infer_kind
 
 TINY = {
     "name": "tiny", "data": "ring8", "objective": "nonsaturating", "steps": 20, "batch_size": 32, "log_every": 5,
@@ -103,13 +104,16 @@ def test_a_plugin_metric_declares_its_direction_and_best_follows_it():
         summary = "test metric"
         directions = {"two_sample_accuracy": "lower", "recall_like_coverage": "higher"}
 
+        def compute(self, real, fake, context):
+            return {"two_sample_accuracy": 0.5, "recall_like_coverage": 1.0}
+
     class Plugin:
         @hookimpl
         def register_metrics(self, register):
             register(Accuracy)
 
     reg = get_registry()
-    reg.add_plugin(Plugin(), name="test-direction")
+    assert reg.add_plugin(Plugin(), name="test-direction")
     try:
         directions = compare.metric_directions({"metrics": ["test-accuracy"]}, reg)
     finally:
@@ -188,7 +192,7 @@ def test_genex_compare_rejects_a_bad_vary_with_one_message(tmp_path, capsys):
 
 
 def test_saved_snapshot_kind_is_recovered_from_its_arrays(tmp_path):
-    assert compare.infer_kind({"fake": np.zeros((4, 1, 8, 8))}) == "image"
-    assert compare.infer_kind({"fake": np.zeros((4, 2)), "extra_grid_x": np.zeros(3)}) == "2d"
-    assert compare.infer_kind({"fake": np.zeros((4, 1)), "extra_x": np.zeros(3)}) == "1d"
-    assert compare.infer_kind({"fake": np.zeros((4, 5))}) == "vector"
+    assert infer_kind({"fake": np.zeros((4, 1, 8, 8))}) == "image"
+    assert infer_kind({"fake": np.zeros((4, 2)), "extra_grid_x": np.zeros(3)}) == "2d"
+    assert infer_kind({"fake": np.zeros((4, 1)), "extra_x": np.zeros(3)}) == "1d"
+    assert infer_kind({"fake": np.zeros((4, 5))}) == "vector"

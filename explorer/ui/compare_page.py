@@ -15,7 +15,7 @@ import streamlit as st
 
 from explorer import compare
 from explorer.errors import ExplorerError
-from explorer.runs import ACTIVE, RunStore, iter_runs, open_run
+from explorer.runs import ACTIVE, RunStore, common_snapshot_steps, iter_runs, open_run
 from explorer.spec import SLOTS, resolve
 from explorer.ui import charts, state, urlspec, views
 from explorer.ui.presets import load_presets
@@ -199,7 +199,7 @@ def draw_comparison(info: dict[str, Any]) -> None:
     # Small multiples, in step: the latest of each, or the saved snapshot every run has at one step.
     st.markdown("**Samples**")
     stores = [r["store"] for r in rows if r["store"] is not None]
-    steps = compare.common_steps(stores)
+    steps = common_snapshot_steps(stores)
     c = st.columns([1, 3])
     mode = c[0].segmented_control("show", ["latest", "same step"], default="same step" if steps and not active else "latest",
                                   key="cmp.mode") or "latest"
@@ -214,7 +214,7 @@ def draw_comparison(info: dict[str, Any]) -> None:
     for i, r in enumerate(rows):
         snap = r["snapshot"] if mode == "latest" and r["snapshot"] is not None else None
         if snap is None and r["store"] is not None and (mode == "latest" or step is not None):
-            snap = compare.load_snapshot(r["store"], step if mode == "same step" else None)
+            snap = r["store"].load_snapshot(step if mode == "same step" else None)
         with cols[i % len(cols)]:
             st.caption(f"{r['label']}" + (f" · step {snap.step:,}" if snap is not None else ""))
             critic = "D(x)" if (r["store"] and r["store"].read_spec().get("discriminator")) else "witness"

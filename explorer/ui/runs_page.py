@@ -265,7 +265,7 @@ with tab_snaps:
         st.caption("No snapshot saved yet (one is saved every `snapshot_every` steps).")
     else:
         step = st.select_slider("step", steps, value=steps[-1], key="runs.snap_step") if len(steps) > 1 else steps[0]
-        snap = compare.load_snapshot(store, step)
+        snap = store.load_snapshot(step)
         if snap is not None and (snap.kind == "image" or len(snap.real)):
             has_d = spec_dict.get("discriminator") is not None
             views.draw_snapshot(snap, opts=views.ViewOptions(height=380), critic_title="D(x)" if has_d else "witness", key="runs.snap")
