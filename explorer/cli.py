@@ -1,6 +1,6 @@
 """``genex``: the command line (also ``python -m explorer``).
 
-    genex plugins [--json]                 every component, its parameters and where it comes from
+    genex plugins [--json] [--check]       every component, its parameters and where it comes from
     genex run SPEC [--steps N] [--seed S] [--device D] [--out DIR]
     genex runs [--json]                    the run history
     genex compare SPEC --vary FIELD=A,B    side-by-side runs (explorer.compare)
@@ -21,7 +21,6 @@ from explorer.errors import ExplorerError, one_line
 
 # Subcommands that live in their own modules: (module, help). Each module has configure(parser) and run(args) -> int.
 EXTERNAL_COMMANDS = {
-    "compare": ("explorer.compare", "train variants of one spec side by side and summarise them"),
     "new-plugin": ("explorer.scaffold", "scaffold a generative-explorer-NAME plugin package"),
 }
 
@@ -31,9 +30,10 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
 
     reg = get_registry()
     info = reg.describe()
+    failed = 1 if args.check and info["errors"] else 0
     if args.json:
         print(json.dumps(info, indent=2, default=str))
-        return 0
+        return failed
     for kind, comps in info["components"].items():
         print(f"{kind}s:")
         for c in comps:
@@ -57,7 +57,9 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
                 print("    " + e["traceback"].replace("\n", "\n    "))
         if not args.verbose:
             print("  (genex plugins --verbose shows the tracebacks)")
-    return 0
+    if failed:
+        print(f"genex plugins --check: {len(info['errors'])} plugin(s) failed to load", file=sys.stderr)
+    return failed
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -96,7 +98,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     st = store.read_status()
     print(f"run {store.id}: {view.status} at step {view.step}/{spec.steps} -> {store.path}")
     final = st.get("final_metrics") or {}
-    losses = next((r for r in reversed(view.history) if "g_loss" in r), {})
+    from explorer.records import LOSS, record_kind
+
+    losses = next((r for r in reversed(view.history) if record_kind(r) == LOSS), {})
     for key in ("d_loss", "g_loss"):
         if key in losses:
             print(f"  {key:<22} {losses[key]:.4g}")
@@ -126,7 +130,42 @@ def _cmd_runs(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable[[argparse.Namespace], int]]]:
+def _cmd_compare(args: argparse.Namespace) -> int:
+    """``genex compare``: train the variants, write the tables and the picture; exit 1 if any run failed."""
+    from datetime import datetime
+    from pathlib import Path
+
+    from explorer import compare
+    from explorer.errors import SpecError
+    from explorer.runs import fresh_folder, runs_root
+    from explorer.spec import load_spec_file
+
+    base = load_spec_file(args.spec)
+    varies = [compare.parse_vary(v) for v in args.vary]
+    if args.seeds < 1:
+        raise SpecError("--seeds", "give 1 or more")
+    variants = compare.expand_variants(base, varies, args.seeds, steps=args.steps, device=args.device)
+    name = base.get("name") or Path(args.spec).stem
+    out = Path(args.out) if args.out else runs_root() / f"compare-{datetime.now():%Y%m%d-%H%M%S}-{compare._slug(str(name))}"
+    fresh_folder(out)
+    log = None if args.quiet else (lambda msg: print(msg, flush=True))
+    if log:
+        log(f"comparing {len(variants)} runs of {name} -> {out}")
+    results = compare.train_variants(variants, out, jobs=max(1, args.jobs), log=log)
+    compare.write_outputs(out, {**base, **({"steps": args.steps} if args.steps else {})}, varies, results)
+    if log:
+        losses = [k for k in ("d_loss", "g_loss") if any(k in r.final for r in results)]
+        print(compare.to_markdown(compare.summary_rows(results), ["run", "status", "step", *losses]))
+        print(f"summary: {out / 'summary.md'}")
+    failed = [r for r in results if r.status != "finished"]
+    for r in failed:
+        print(f"run {r.variant.label} {r.status}: {r.error}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def build_parser(command: str | None = None) -> tuple[argparse.ArgumentParser, dict[str, Callable[[argparse.Namespace], int]]]:
+    """The parser and each command's handler; with ``command``, only that external command's module is
+    imported (the others are listed with their help line)."""
     parser = argparse.ArgumentParser(prog="genex", description="Generative Explorer: train and compare generative models from pipeline specs.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     handlers: dict[str, Callable[[argparse.Namespace], int]] = {}
@@ -134,6 +173,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable[[argpars
     p = sub.add_parser("plugins", help="list installed components and plugins (and plugins that failed to load)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--verbose", "-v", action="store_true", help="show tracebacks of plugins that failed")
+    p.add_argument("--check", action="store_true",
+                   help="exit with status 1 when a plugin failed to load (for plugin authors' CI)")
     handlers["plugins"] = _cmd_plugins
 
     p = sub.add_parser("run", help="train a pipeline spec (TOML or JSON) headless")
@@ -150,21 +191,42 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable[[argpars
     p.add_argument("--json", action="store_true")
     handlers["runs"] = _cmd_runs
 
+    p = sub.add_parser("compare", help="train variants of one spec side by side and summarise them (explorer.compare)")
+    p.add_argument("spec", help="the base spec (.toml or .json)")
+    p.add_argument("--vary", action="append", default=[], metavar="FIELD=A,B",
+                   help="a field and its values, e.g. objective=minimax,nonsaturating or optim.generator.lr=1e-3,1e-4 "
+                        "(repeatable: the runs are the cartesian product)")
+    p.add_argument("--seeds", type=int, default=1, help="seeds per variant (the spec's seed, +1, ...); > 1 adds a mean ± standard error table")
+    p.add_argument("--steps", type=int, help="override the spec's steps")
+    p.add_argument("--device", help="auto, cpu, cuda or mps")
+    p.add_argument("--out", help="output folder (default: <runs folder>/compare-<timestamp>-<name>)")
+    p.add_argument("--jobs", type=int, default=1, help="runs trained at once (threads); default one after another")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress lines")
+    handlers["compare"] = _cmd_compare
+
     for name, (module, help_text) in EXTERNAL_COMMANDS.items():
+        p = sub.add_parser(name, help=help_text)
+        if command is not None and command != name:
+            continue  # only the command asked for is imported (and configured): --help stays fast
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as exc:
             if exc.name != module:
                 raise
             continue
-        p = sub.add_parser(name, help=help_text)
         mod.configure(p)
         handlers[name] = mod.run
     return parser, handlers
 
 
+def _command_of(argv: list[str]) -> str | None:
+    """The subcommand named in ``argv`` (its first word that is not an option), if any."""
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser, handlers = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser, handlers = build_parser(_command_of(argv))
     args = parser.parse_args(argv)
     if not args.command:
         parser.print_help()

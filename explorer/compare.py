@@ -11,38 +11,35 @@ the ``--vary`` lists (times ``--seeds``) and writes, into its output folder::
     compare.json                  the base spec, the variants and where each run lives
     runs/<run folder>/            each run's own folder (spec, metrics, snapshots, checkpoint)
 
-The same functions feed the Compare page (explorer/ui/compare_page.py).
+The same functions feed the Compare page (explorer/ui/compare_page.py); the command line itself is
+in explorer.cli, reading saved runs in explorer.runs.
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
 import csv
 import io
 import itertools
 import json
 import math
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from explorer.errors import ExplorerError, SpecError, one_line
+from explorer.records import LOSS, record_kind
 from explorer.registry import Registry, get_registry
-from explorer.runs import RunStore, atomic_write_bytes, atomic_write_json, fresh_folder, runs_root
-from explorer.snapshots import Snapshot, snapshot_from_arrays
-from explorer.spec import Spec, diff_specs, load_spec_file, parse_value, resolve, set_path
+from explorer.runs import RunStore, atomic_write_bytes, atomic_write_json
+from explorer.spec import Spec, diff_specs, parse_value, resolve, set_path
 
 NOT_SERIES = {"step", "time", "steps_per_s"}
 # Metric keys where larger is better (everything else: distances, divergences, losses, smaller is better).
-HIGHER_IS_BETTER = ("modes", "hq_fraction", "p_value", "precision", "recall", "density", "coverage", "nn_ratio")
 MAX_RUNS = 64
 
 
@@ -172,22 +169,36 @@ def series_keys(records: Sequence[Mapping[str, Any]]) -> list[str]:
     return list(keys)
 
 
-def higher_is_better(key: str) -> bool:
-    return any(tag in key for tag in HIGHER_IS_BETTER)
+def metric_directions(spec: Mapping[str, Any], registry: Registry | None = None) -> dict[str, str | None]:
+    """Which way is better for each key the spec's metrics log, as each metric declares it
+    (``Metric.directions``); metrics not installed here declare nothing (their keys get no "best")."""
+    registry = registry or get_registry()
+    out: dict[str, str | None] = {}
+    for item in spec.get("metrics") or []:
+        name = item.get("name") if isinstance(item, Mapping) else item
+        info = registry.components["metric"].get(name) if isinstance(name, str) else None
+        if info is not None:
+            out.update(getattr(info.cls, "directions", {}) or {})
+    return out
 
 
-def final_and_best(records: Sequence[Mapping[str, Any]]) -> tuple[dict[str, float], dict[str, float]]:
-    """The last value of every series, and the best value of every metric (losses have no 'best')."""
+def final_and_best(records: Sequence[Mapping[str, Any]],
+                   directions: Mapping[str, str | None] | None = None) -> tuple[dict[str, float], dict[str, float]]:
+    """The last value of every series, and the best value of every metric key whose direction is
+    declared in ``directions`` (``higher`` or ``lower``; see :func:`metric_directions`). Losses and
+    undeclared keys have no "best": nothing is guessed from a key's name."""
+    directions = directions or {}
     final: dict[str, float] = {}
     best: dict[str, float] = {}
     for rec in records:
-        is_loss = "g_loss" in rec or "d_loss" in rec
+        is_loss = record_kind(rec) == LOSS
         for k in series_keys([rec]):
             v = float(rec[k])
             final[k] = v
-            if is_loss or not math.isfinite(v):
+            way = directions.get(k)
+            if is_loss or way not in ("higher", "lower") or not math.isfinite(v):
                 continue
-            if k not in best or (v > best[k] if higher_is_better(k) else v < best[k]):
+            if k not in best or (v > best[k] if way == "higher" else v < best[k]):
                 best[k] = v
     return final, best
 
@@ -237,49 +248,9 @@ def labels_for_specs(specs: Mapping[str, Mapping[str, Any]], max_fields: int = 3
     return {k: (v if counts[v] == 1 else f"{v} ({k})") for k, v in labels.items()}
 
 
-def infer_kind(arrays: Any) -> str:
-    """The snapshot kind of saved arrays (1d, 2d, image, vector) from what they hold."""
-    files = set(arrays.files) if hasattr(arrays, "files") else set(arrays)
-    if "kind" in files:
-        return str(arrays["kind"])
-    if "extra_x" in files:
-        return "1d"
-    if "extra_grid_x" in files:
-        return "2d"
-    fake = np.asarray(arrays["fake"])
-    if fake.ndim == 4:
-        return "image"
-    return {1: "1d", 2: "2d"}.get(fake.shape[-1] if fake.ndim == 2 else 0, "vector")
-
-
-def load_snapshot(store: RunStore, step: int | None = None) -> Snapshot | None:
-    """A saved snapshot (the full .npz when there is one, else the generated samples alone); the last when ``step`` is None."""
-    steps = store.snapshot_steps()
-    if not steps:
-        return None
-    step = steps[-1] if step is None else step
-    try:
-        arrays = store.load_snapshot_arrays(step)
-        if arrays is not None:
-            with arrays:
-                return snapshot_from_arrays(arrays, infer_kind(arrays))
-        fake = store.load_samples(step)
-    except (OSError, ValueError, KeyError):
-        return None
-    kind = infer_kind({"fake": fake})
-    real = np.zeros((0,) + fake.shape[1:], dtype=np.float32)
-    return Snapshot(step=step, kind=kind, real=real, fake=fake)
-
-
-def common_steps(stores: Sequence[RunStore]) -> list[int]:
-    """The snapshot steps every run has saved (for views in step with one another)."""
-    sets = [set(s.snapshot_steps()) for s in stores]
-    return sorted(set.intersection(*sets)) if sets else []
-
-
 def result_of(variant: Variant, store: RunStore, seconds: float = 0.0) -> RunResult:
     st = store.read_status()
-    final, best = final_and_best(store.read_metrics())
+    final, best = final_and_best(store.read_metrics(), metric_directions(store.read_spec()))
     return RunResult(variant, store, st.get("status", "unknown"), int(st.get("step", 0) or 0), final, best, st.get("error"), seconds)
 
 
@@ -368,7 +339,7 @@ def picture(results: Sequence[RunResult], series: Sequence[str] = ("g_loss", "d_
     shown = shown[:12]
     snaps, titles, records = [], [], []
     for r in shown:
-        snap = load_snapshot(r.store)
+        snap = r.store.load_snapshot()
         if snap is not None:
             snaps.append(snap)
             titles.append(variant_label(r.variant.changes))
@@ -450,39 +421,3 @@ def _slug(text: str) -> str:
     import re
 
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-")[:60] or "run"
-
-
-def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("spec", help="the base spec (.toml or .json)")
-    parser.add_argument("--vary", action="append", default=[], metavar="FIELD=A,B",
-                        help="a field and its values, e.g. objective=minimax,nonsaturating or optim.generator.lr=1e-3,1e-4 (repeatable: the runs are the cartesian product)")
-    parser.add_argument("--seeds", type=int, default=1, help="seeds per variant (the spec's seed, +1, ...); > 1 adds a mean ± standard error table")
-    parser.add_argument("--steps", type=int, help="override the spec's steps")
-    parser.add_argument("--device", help="auto, cpu, cuda or mps")
-    parser.add_argument("--out", help="output folder (default: <runs folder>/compare-<timestamp>-<name>)")
-    parser.add_argument("--jobs", type=int, default=1, help="runs trained at once (threads); default one after another")
-    parser.add_argument("--quiet", "-q", action="store_true", help="no progress lines")
-
-
-def run(args: argparse.Namespace) -> int:
-    """``genex compare``: train the variants, write the tables and the picture; exit 1 if any run failed."""
-    base = load_spec_file(args.spec)
-    varies = [parse_vary(v) for v in args.vary]
-    if args.seeds < 1:
-        raise SpecError("--seeds", "give 1 or more")
-    variants = expand_variants(base, varies, args.seeds, steps=args.steps, device=args.device)
-    name = base.get("name") or Path(args.spec).stem
-    out = Path(args.out) if args.out else runs_root() / f"compare-{datetime.now():%Y%m%d-%H%M%S}-{_slug(str(name))}"
-    fresh_folder(out)
-    log = None if args.quiet else (lambda msg: print(msg, flush=True))
-    if log:
-        log(f"comparing {len(variants)} runs of {name} -> {out}")
-    results = train_variants(variants, out, jobs=max(1, args.jobs), log=log)
-    write_outputs(out, {**base, **({"steps": args.steps} if args.steps else {})}, varies, results)
-    if log:
-        print(to_markdown(summary_rows(results), ["run", "status", "step", *[k for k in ("d_loss", "g_loss") if any(k in r.final for r in results)]]))
-        print(f"summary: {out / 'summary.md'}")
-    failed = [r for r in results if r.status != "finished"]
-    for r in failed:
-        print(f"run {r.variant.label} {r.status}: {r.error}", file=sys.stderr)
-    return 1 if failed else 0

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from explorer.params import Param, resolve_params
 
-KINDS = ("sampler", "architecture", "objective", "metric")
+from explorer.hookspecs import KINDS  # noqa: E402  (re-exported: the four kinds, one per hook)
 NAME_RE = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
 Role = Literal["generator", "discriminator"]
 
@@ -48,13 +48,18 @@ class Sampler(Component):
 
     Subclasses set ``self.shape`` (the event shape: ``(1,)``, ``(2,)``, ``(1, 8, 8)``) in ``__init__``
     and implement :meth:`sample`. Samplers that know their density override :meth:`log_prob`;
-    1-D samplers may override :meth:`cdf` and :meth:`icdf`.
+    1-D samplers may override :meth:`cdf` and :meth:`icdf`. Further optional capabilities
+    (``propose``/``envelope``, ``trace``, ``labels``) are protocols in :mod:`explorer.capabilities`.
     """
 
     kind = "sampler"
     shape: tuple[int, ...] = ()
     #: data range hint for views, e.g. ((-3, 3),) in 1-D or ((-2, 2), (-2, 2)) in 2-D; None = infer
     bounds: tuple[tuple[float, float], ...] | None = None
+    #: as a latent prior: the interval (lo, hi) of each coordinate that a grid over latent codes should
+    #: span (the 2-D view's manifold mesh), e.g. (low, high) for a uniform box, mean -/+ 2 std for a
+    #: Gaussian; None = the host takes the central 95% of drawn codes
+    latent_box: tuple[float, float] | None = None
 
     def sample(self, n: int, generator: torch.Generator, device: torch.device | str) -> Tensor:
         """Draw ``n`` samples as a float32 tensor of shape ``[n, *shape]`` on ``device``.
@@ -94,6 +99,13 @@ class Sampler(Component):
     @property
     def has_log_prob(self) -> bool:
         return type(self).log_prob is not Sampler.log_prob
+
+    def capabilities(self) -> list[str]:
+        """The optional capabilities this sampler declares (``icdf``, ``propose``, ``trace``, ...; see
+        :mod:`explorer.capabilities`)."""
+        from explorer.capabilities import capabilities
+
+        return capabilities(self)
 
     @property
     def data_kind(self) -> str:
@@ -142,9 +154,6 @@ class Architecture(Component):
 # --------------------------------------------------------------------------------------------
 # Objectives
 # --------------------------------------------------------------------------------------------
-LossOutput = "Tensor | tuple[Tensor, dict[str, Tensor]]"
-
-
 class Objective(Component):
     """Says whether it needs a discriminator and computes the losses (to be minimised).
 
@@ -159,8 +168,15 @@ class Objective(Component):
     #: a seeded torch.Generator on the pipeline's device, set by the pipeline before training: draw any
     #: randomness from it (e.g. WGAN-GP's interpolation weights) so that a run reproduces from its seed
     generator: torch.Generator | None = None
-    #: the key formula, in LaTeX, shown beside the curves in the app
+    #: the key formula, in LaTeX, shown with the explanation on the Train page
     formula: ClassVar[str] = ""
+    #: two or three sentences for the Train page: what the objective does and what to look for in its
+    #: curves (e.g. the loss values at the equilibrium); empty = the one-line ``summary`` is shown
+    explanation: ClassVar[str] = ""
+    #: objectives without a discriminator: what their :meth:`critic` shows as the 2-D view's background,
+    #: in a sentence, and its formula in LaTeX (e.g. MMD's witness function)
+    critic_explanation: ClassVar[str] = ""
+    critic_formula: ClassVar[str] = ""
 
     def discriminator_loss(self, D: nn.Module, real: Tensor, fake: Tensor) -> Any:
         raise NotImplementedError
@@ -190,6 +206,9 @@ class MetricContext:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+DIRECTIONS = ("higher", "lower", None)
+
+
 class Metric(Component):
     """``compute(real, fake, context) -> {name: float}``; runs on snapshots, off the hot path.
 
@@ -199,6 +218,10 @@ class Metric(Component):
 
     kind = "metric"
     applies_to: ClassVar[tuple[str, ...]] = ("any",)
+    #: for every key :meth:`compute` returns: ``"higher"`` or ``"lower"`` (which is better), or None for a
+    #: diagnostic that has no better direction (it gets no "best" in comparisons). The contract kit
+    #: checks that every returned key is declared here.
+    directions: ClassVar[Mapping[str, str | None]] = {}
     #: how many generated samples it wants (the papers' 2,500 for mode metrics)
     sample_size: ClassVar[int] = 1000
 
@@ -207,6 +230,10 @@ class Metric(Component):
 
     def compute(self, real: Tensor, fake: Tensor, context: MetricContext) -> Mapping[str, float]:
         raise NotImplementedError
+
+    @classmethod
+    def describe(cls) -> dict[str, Any]:
+        return {**super().describe(), "applies_to": list(cls.applies_to), "directions": dict(cls.directions)}
 
 
 BASES: dict[str, type[Component]] = {

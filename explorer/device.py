@@ -53,6 +53,45 @@ def seeded(seed: int) -> Iterator[None]:
         yield
 
 
+class TorchStream:
+    """A run's own copy of torch's global random stream, the one that layers such as dropout draw
+    from (they take no ``generator``). Seeded from the run's seed and swapped in only while the run
+    steps (:meth:`active`), so a run reproduces from its seed whatever else the process draws, and
+    its state goes into checkpoints (:meth:`get_state`)."""
+
+    def __init__(self, device: torch.device, seed: int) -> None:
+        self.device = device
+        self._cuda = device.type == "cuda"
+        with torch.random.fork_rng(devices=[device] if self._cuda else []):
+            torch.manual_seed(int(seed) % (2**63))
+            self.cpu = torch.get_rng_state()
+            self.accel = torch.cuda.get_rng_state(device) if self._cuda else None
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator[None]:
+        outer_cpu = torch.get_rng_state()
+        outer_accel = torch.cuda.get_rng_state(self.device) if self._cuda else None
+        torch.set_rng_state(self.cpu)
+        if self._cuda:
+            torch.cuda.set_rng_state(self.accel, self.device)
+        try:
+            yield
+        finally:
+            self.cpu = torch.get_rng_state()
+            torch.set_rng_state(outer_cpu)
+            if self._cuda:
+                self.accel = torch.cuda.get_rng_state(self.device)
+                torch.cuda.set_rng_state(outer_accel, self.device)
+
+    def get_state(self) -> dict[str, torch.Tensor]:
+        return {"cpu": self.cpu.clone(), **({"accel": self.accel.clone()} if self.accel is not None else {})}
+
+    def set_state(self, state: dict[str, torch.Tensor]) -> None:
+        self.cpu = state["cpu"].cpu().to(torch.uint8)
+        if self._cuda and "accel" in state:
+            self.accel = state["accel"].cpu().to(torch.uint8)
+
+
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
     """bf16 autocast on CUDA when asked for; a no-op elsewhere."""
     if precision == "bf16" and device.type == "cuda":

@@ -28,6 +28,18 @@ class PluginError(ExplorerError):
 class TrainingError(ExplorerError):
     """A run failed (non-finite loss, a component raised during training)."""
 
+    step: int | None = None  # the training step (counted from 1) that failed, when known
+
+    @classmethod
+    def at(cls, step: int, message: str) -> "TrainingError":
+        err = cls(message)
+        err.step = step
+        return err
+
+
+class CheckpointError(ExplorerError):
+    """A checkpoint cannot be restored as asked (an optimiser or sampler state that does not fit)."""
+
 
 class RunNotFound(ExplorerError):
     """No run with that id exists in the runs folder."""

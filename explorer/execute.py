@@ -50,7 +50,6 @@ def attach_store(trainer: Trainer, store: RunStore) -> None:
     trainer.add_callback("metrics", on_metrics)
     trainer.add_callback("snapshot", on_snapshot)
     trainer.add_callback("checkpoint", on_checkpoint)
-    trainer.cache_dir = str(store.path.parent / ".cache")  # type: ignore[attr-defined]
 
 
 def execute(store: RunStore, spec: Spec, state: RunState, registry: Registry | None = None,
@@ -73,7 +72,7 @@ def execute(store: RunStore, spec: Spec, state: RunState, registry: Registry | N
         if resume_state is not None:
             pipeline.load_state_dict(resume_state, optimizers=resume_optimizers, rng=resume_optimizers)
             resume_state = None  # the pipeline holds its own copy now
-        trainer = Trainer(pipeline, state, config)
+        trainer = Trainer(pipeline, state, config, cache_dir=str(store.path.parent / ".cache"))
         attach_store(trainer, store)
         if on_trainer is not None:
             on_trainer(trainer)

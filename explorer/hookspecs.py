@@ -10,6 +10,9 @@ import pluggy
 hookspec = pluggy.HookspecMarker("generative_explorer")
 hookimpl = pluggy.HookimplMarker("generative_explorer")
 
+#: the component kinds, one per hook below
+KINDS = ("sampler", "architecture", "objective", "metric")
+
 
 @hookspec
 def register_samplers(register):

@@ -3,7 +3,7 @@
 Kernels and MMD follow Gretton et al. 2012 ("A Kernel Two-Sample Test") and GMMN (Li, Swersky,
 Zemel 2015): k(x, y) = sum_s exp(-||x - y||^2 / (2 s^2)) over a set of bandwidths s. Below them:
 two-sample distances for any data, histogram divergences, the mode-collapse metrics of VEEGAN and
-PacGAN. Feature-space metrics for images live in :mod:`explorer.feature_metrics`. The kernel functions stay differentiable torch code (objectives train on them);
+PacGAN. Feature-space metrics for images live next to their one user, in :mod:`plugins._feature_metrics`. The kernel functions stay differentiable torch code (objectives train on them);
 the rest run on snapshots and may use NumPy on the host.
 """
 

@@ -2,20 +2,22 @@
 
 Random streams are separate and seeded from the spec's seed: ``weights`` (initialisation),
 ``data`` (real batches), ``noise`` (latent batches), ``objective`` (any randomness in the loss,
-``Objective.generator``), ``view`` (the fixed batches the views and
+``Objective.generator``), ``torch`` (the run's own copy of torch's global stream, which dropout
+draws from), ``view`` (the fixed batches the views and
 metrics use, so that watching a run never changes what it learns).
 """
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from explorer.components import Architecture, Objective, Sampler
-from explorer.device import make_generator, pick_device, seeded, stream_seed, tree_to_device
-from explorer.errors import SpecError
+from explorer.device import TorchStream, make_generator, pick_device, seeded, stream_seed, tree_to_device
+from explorer.errors import CheckpointError, SpecError
 from explorer.registry import Registry, get_registry
 from explorer.spec import Spec
 
@@ -64,6 +66,7 @@ class Pipeline:
         self.data_gen = make_generator(self.device, stream_seed(spec.seed, "data"))
         self.noise_gen = make_generator(self.device, stream_seed(spec.seed, "noise"))
         self.objective.generator = make_generator(self.device, stream_seed(spec.seed, "objective"))
+        self.torch_stream = TorchStream(self.device, stream_seed(spec.seed, "torch"))  # dropout and the like
         self.is_conv = any(isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)) for m in self.G.modules())
         if self.device.type == "cuda" and self.is_conv:
             torch.backends.cudnn.benchmark = True
@@ -83,9 +86,15 @@ class Pipeline:
 
     @torch.no_grad()
     def generate(self, z: Tensor) -> Tensor:
-        """G(z) without touching training state (batch-norm running statistics stay as they are)."""
-        with frozen_batchnorm(self.G):
+        """G(z) without touching training state (batch-norm statistics, parametrizations, random streams)."""
+        with untouched(self.G, device=self.device):
             return self.G(z)
+
+    def untouched(self) -> untouched:
+        """A context in which views and metrics may call G, D, the objective and the samplers freely:
+        on exit every piece of training state is as it was (see :class:`untouched`)."""
+        return untouched(self.G, self.D, *_module_attrs(self.objective), device=self.device,
+                         generators=(self.objective.generator,), samplers=(self.data, self.latent))
 
     # -- checkpoints ----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -99,36 +108,61 @@ class Pipeline:
             "opt_g": self.opt_g.state_dict(),
             "opt_d": self.opt_d.state_dict() if self.opt_d is not None else None,
             "rng": {"data": self.data_gen.get_state(), "noise": self.noise_gen.get_state(),
-                    "objective": self.objective.generator.get_state()},
+                    "objective": self.objective.generator.get_state(), "torch": self.torch_stream.get_state()},
             "samplers": {"data": self.data.state_dict(), "latent": self.latent.state_dict()},
         }
 
-    def load_state_dict(self, state: dict[str, Any], optimizers: bool = True, rng: bool = True) -> None:
-        """Restore weights (and, when the optimisers match, their state and the random streams)."""
+    def load_state_dict(self, state: dict[str, Any], optimizers: bool = True, rng: bool = True, strict: bool = True) -> None:
+        """Restore weights and, when ``optimizers`` / ``rng``, the optimisers' state, the random streams and
+        the stateful samplers' state (a sampler's only when its spec is unchanged).
+
+        Nothing asked for is dropped silently: when the optimisers' or a sampler's saved state does not
+        fit, ``strict`` raises a :class:`~explorer.errors.CheckpointError` that says what and why; with
+        ``strict=False`` that part starts afresh and the reason goes into :attr:`resume_notes`.
+        """
+        self.resume_notes: list[str] = []
         self.G.load_state_dict(state["G"])
         if self.D is not None and state.get("D") is not None:
             self.D.load_state_dict(state["D"])
         if optimizers:
-            try:
-                self.opt_g.load_state_dict(state["opt_g"])
-                if self.opt_d is not None and state.get("opt_d") is not None:
-                    self.opt_d.load_state_dict(state["opt_d"])
-            except (ValueError, KeyError):
-                pass  # a fork that changed the optimiser starts its optimiser afresh
+            for what, opt, key in (("generator", self.opt_g, "opt_g"), ("discriminator", self.opt_d, "opt_d")):
+                if opt is None:
+                    continue
+                try:
+                    if state.get(key) is None:
+                        raise KeyError(f"the checkpoint holds no {key}")
+                    opt.load_state_dict(state[key])
+                except (ValueError, KeyError, TypeError) as exc:
+                    self._dropped(f"the {what}'s optimiser state does not fit this optimiser ({exc})", strict,
+                                  "fork the run with the optimiser changed to start it afresh")
         if rng and "rng" in state:
             self.data_gen.set_state(state["rng"]["data"].cpu())
             self.noise_gen.set_state(state["rng"]["noise"].cpu())
             if "objective" in state["rng"]:
                 self.objective.generator.set_state(state["rng"]["objective"].cpu())
+            if "torch" in state["rng"]:
+                self.torch_stream.set_state(state["rng"]["torch"])
             spec = self.spec.to_dict()
             for slot, sampler in (("data", self.data), ("latent", self.latent)):
                 saved = state.get("samplers", {}).get(slot)
                 if saved and state["spec"].get(slot) == spec.get(slot):
                     try:
                         sampler.load_state_dict(tree_to_device(saved, self.device))
-                    except (ValueError, KeyError, TypeError):
-                        pass  # state that does not fit this sampler: it starts afresh
+                    except (ValueError, KeyError, TypeError) as exc:
+                        self._dropped(f"the {slot} sampler {sampler.name!r} refused its saved state "
+                                      f"({type(exc).__name__}: {exc})", strict,
+                                      "fix the sampler's load_state_dict, or fork the run to restart its stream")
         self.step = int(state.get("step", 0))
+
+    def _dropped(self, what: str, strict: bool, fix: str) -> None:
+        if strict:
+            raise CheckpointError(f"cannot resume: {what}; {fix}")
+        self.resume_notes.append(f"{what}: it starts afresh")
+
+
+def _module_attrs(component: Any) -> list[nn.Module]:
+    """The ``nn.Module`` s a component holds as attributes (e.g. an objective's learned kernel)."""
+    return [v for v in vars(component).values() if isinstance(v, nn.Module)]
 
 
 def _check_support(arch: Architecture, role: str, in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> None:
@@ -137,24 +171,69 @@ def _check_support(arch: Architecture, role: str, in_shape: tuple[int, ...], out
         raise SpecError(role, f"{arch.name!r} cannot build the {role} for input {in_shape} -> output {out_shape}: {reason}")
 
 
-class frozen_batchnorm:
-    """Context manager: batch-norm layers normalise with batch statistics as in training but leave
-    their running statistics untouched (momentum 0), so a view of G never changes G."""
+class untouched:
+    """Context manager for views: whatever runs inside leaves the modules, the random streams and the
+    samplers exactly as they were, so watching a run never changes what it learns.
 
-    def __init__(self, module: nn.Module):
-        self.layers = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-        self.saved: list[tuple[float | None, Tensor | None]] = []
+    Saved on entry and restored on exit: every parameter and buffer of each module (batch-norm running
+    statistics, spectral norm's power-iteration vectors ``_u``/``_v`` and any other state a layer
+    updates in ``forward``), each module's train/eval flag, torch's global random streams (dropout
+    draws from them) on the CPU and on ``device``, the given ``torch.Generator`` s (e.g.
+    ``Objective.generator``) and the given samplers' :meth:`~explorer.components.Sampler.state_dict`.
+    The modules stay in the mode they were in (a view of D shows what the objective sees); a
+    parameter or buffer that ``forward`` replaced outright is put back too.
+    """
 
-    def __enter__(self) -> "frozen_batchnorm":
-        for m in self.layers:
-            nbt = m.num_batches_tracked.clone() if m.num_batches_tracked is not None else None
-            self.saved.append((m.momentum, nbt))
-            m.momentum = 0.0
+    def __init__(self, *modules: nn.Module | None, generators: Any = (), samplers: Any = (),
+                 device: torch.device | str | None = None) -> None:
+        seen: set[int] = set()
+        self.modules = [m for root in modules if root is not None for m in root.modules()
+                        if not (id(m) in seen or seen.add(id(m)))]  # type: ignore[func-returns-value]
+        self.generators = [g for g in generators if g is not None]
+        self.samplers = list(samplers)
+        self.device = torch.device(device) if device is not None else None
+        self._tensors: list[tuple[nn.Module, str, str, Tensor, Tensor, int]] = []
+        self._flags: list[tuple[nn.Module, bool]] = []
+        self._gen_states: list[Tensor] = []
+        self._sampler_states: list[Any] = []
+        self._rng: Any = None
+
+    def __enter__(self) -> "untouched":
+        for m in self.modules:
+            self._flags.append((m, m.training))
+            for table in ("_parameters", "_buffers"):
+                for name, t in getattr(m, table).items():
+                    if t is not None:
+                        self._tensors.append((m, table, name, t, t.detach().clone(), t._version))
+        self._gen_states = [g.get_state() for g in self.generators]
+        self._sampler_states = [copy.deepcopy(s.state_dict()) for s in self.samplers]
+        gpus = [self.device] if self.device is not None and self.device.type == "cuda" else []
+        self._rng = torch.random.fork_rng(devices=gpus)
+        self._rng.__enter__()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for m, (momentum, nbt) in zip(self.layers, self.saved):
-            m.momentum = momentum
-            if nbt is not None:
-                m.num_batches_tracked.copy_(nbt)
-        self.saved.clear()
+        try:
+            with torch.no_grad():
+                for m, table, name, t, saved, version in self._tensors:
+                    if getattr(m, table).get(name) is not t:
+                        getattr(m, table)[name] = t  # forward replaced it: put the original back
+                    if t._version != version:
+                        t.copy_(saved)
+            for m, flag in self._flags:
+                m.training = flag
+            for g, state in zip(self.generators, self._gen_states):
+                g.set_state(state)
+            for s, state in zip(self.samplers, self._sampler_states):
+                s.load_state_dict(state)
+        finally:
+            self._rng.__exit__(None, None, None)
+            self._tensors.clear()
+            self._flags.clear()
+
+
+class frozen_batchnorm(untouched):
+    """Kept for plugins that used it: :class:`untouched` for one module."""
+
+    def __init__(self, module: nn.Module):
+        super().__init__(module)

@@ -581,6 +581,26 @@ class RunStore:
             self.snapshot_problem = f"{path.name} is damaged: {shown(str(exc), 200)[1:-1]}"
             return None
 
+    def load_snapshot(self, step: int | None = None) -> Any | None:
+        """A saved :class:`~explorer.snapshots.Snapshot` (the full .npz when there is one, else the generated
+        samples alone); the last one when ``step`` is None; None when there is none or it cannot be read."""
+        from explorer.snapshots import Snapshot, infer_kind, snapshot_from_arrays
+
+        steps = self.snapshot_steps()
+        if not steps:
+            return None
+        step = steps[-1] if step is None else step
+        try:
+            arrays = self.load_snapshot_arrays(step)
+            if arrays is not None:
+                with arrays:
+                    return snapshot_from_arrays(arrays)
+            fake = self.load_samples(step)
+        except (OSError, ValueError, KeyError):
+            return None
+        real = np.zeros((0,) + fake.shape[1:], dtype=np.float32)
+        return Snapshot(step=step, kind=infer_kind({"fake": fake}), real=real, fake=fake)
+
     def snapshot_png(self, step: int) -> Path | None:
         path = self.path / "samples" / f"step_{step:07d}.png"
         return path if path.exists() else None
@@ -780,6 +800,12 @@ def checkpoint_problem(state: Any) -> str | None:
                 ("objective" in rng and not (isinstance(rng["objective"], torch.Tensor) and rng["objective"].dtype == torch.uint8)):
             return "its random-generator states (rng) are not byte tensors"
     return None
+
+
+def common_snapshot_steps(stores: Any) -> list[int]:
+    """The snapshot steps every one of ``stores`` has saved (for views in step with one another)."""
+    sets = [set(s.snapshot_steps()) for s in stores]
+    return sorted(set.intersection(*sets)) if sets else []
 
 
 def iter_runs(root: str | Path | None = None, comparisons: bool = False) -> Iterator[RunStore]:

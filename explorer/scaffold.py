@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import keyword
 import re
 from importlib import resources
 from pathlib import Path
 from string import Template
 
 from explorer import __version__
-from explorer.components import KINDS
+from explorer.hookspecs import KINDS  # not explorer.components: `genex new-plugin --help` needs no torch
 from explorer.errors import ExplorerError, choices_text, did_you_mean
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9]*([-_][a-z0-9]+)*$")
@@ -37,8 +38,12 @@ class ScaffoldError(ExplorerError):
     """The plugin name or the target folder is not usable."""
 
 
-def plugin_names(name: str) -> dict[str, str]:
-    """From ``NAME`` (kebab or snake case, e.g. ``my-thing``): the plugin, distribution, module and class names."""
+MODULE_RE = re.compile(r"^[a-z_][a-z0-9_]*$")
+
+
+def plugin_names(name: str, module: str | None = None) -> dict[str, str]:
+    """From ``NAME`` (kebab or snake case, e.g. ``my-thing``): the plugin, distribution, module and class
+    names; ``module`` replaces the default module name ``generative_explorer_<name>``."""
     raw = name.strip()
     for prefix in PREFIXES:
         if raw.startswith(prefix):
@@ -52,10 +57,13 @@ def plugin_names(name: str) -> dict[str, str]:
             "between words, starting with a letter, at most 40 characters (e.g. 'my-samplers' or 'wgan_gp')")
     kebab = raw.replace("_", "-")
     words = kebab.split("-")
+    if module is not None and (not MODULE_RE.match(module) or len(module) > 60 or keyword.iskeyword(module)):
+        raise ScaffoldError(f"--module {module!r} is not a usable module name: use lowercase letters, digits and _, "
+                            "starting with a letter or _ (e.g. 'my_samplers')")
     return {
         "name": kebab,
         "dist": f"generative-explorer-{kebab}",
-        "module": f"generative_explorer_{kebab.replace('-', '_')}",
+        "module": module or f"generative_explorer_{kebab.replace('-', '_')}",
         "camel": "".join(w.capitalize() for w in words),
         "title": " ".join(words).capitalize(),
         "core_version": __version__,
@@ -95,12 +103,13 @@ def _spec(names: dict[str, str], kinds: list[str]) -> dict[str, object]:
     return spec
 
 
-def scaffold(name: str, kinds: list[str] | None = None, parent: str | Path = ".") -> Path:
-    """Write the package folder ``parent/generative-explorer-NAME`` and return its path.
+def scaffold(name: str, kinds: list[str] | None = None, parent: str | Path = ".", module: str | None = None) -> Path:
+    """Write the package folder ``parent/generative-explorer-NAME`` and return its path (``module``:
+    the Python package's name, default ``generative_explorer_<name>``).
 
     Raises ScaffoldError for a bad name or when the folder already exists (nothing is overwritten).
     """
-    names = plugin_names(name)
+    names = plugin_names(name, module)
     kinds = list(KINDS) if kinds is None else kinds
     parent = Path(parent)
     target = parent / names["dist"]
@@ -141,12 +150,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kinds", metavar="KINDS",
                         help=f"comma list of the stubs to write, among {', '.join(KINDS)} (default: all four)")
     parser.add_argument("--dir", default=".", help="folder to create the package in (default: the current folder)")
+    parser.add_argument("--module", metavar="MODULE",
+                        help="the Python package's name (default: generative_explorer_NAME with - as _)")
 
 
 def run(args: argparse.Namespace) -> int:
     kinds = parse_kinds(args.kinds)
-    target = scaffold(args.name, kinds, args.dir)
-    names = plugin_names(args.name)
+    target = scaffold(args.name, kinds, args.dir, args.module)
+    names = plugin_names(args.name, args.module)
     print(f"created {target}/ with " + ", ".join(f"{k} {names['name']}-{k}" for k in kinds))
     print("next:")
     print(f"  pip install -e {target}")

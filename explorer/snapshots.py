@@ -78,9 +78,15 @@ def _kde(sample: np.ndarray, grid: np.ndarray) -> np.ndarray:
     return stats.gaussian_kde(sample)(grid)
 
 
-@torch.no_grad()
 def take_snapshot(pipe: "Pipeline", step: int, arrows: bool = True) -> Snapshot:
-    """A snapshot fitted to the data kind."""
+    """A snapshot fitted to the data kind. Every module, random stream and sampler is left exactly as
+    it was (:meth:`~explorer.pipeline.Pipeline.untouched`), so a run learns the same however often
+    it is watched."""
+    with pipe.untouched(), torch.no_grad():
+        return _take(pipe, step, arrows)
+
+
+def _take(pipe: "Pipeline", step: int, arrows: bool) -> Snapshot:
     fake_t = pipe.generate(pipe.view_z)
     real_t = pipe.view_real
     kind = pipe.data.data_kind
@@ -96,14 +102,7 @@ def take_snapshot(pipe: "Pipeline", step: int, arrows: bool = True) -> Snapshot:
 
 
 def _critic(pipe: "Pipeline", x: torch.Tensor, real: torch.Tensor, fake: torch.Tensor) -> np.ndarray | None:
-    D = pipe.D
-    if D is not None:
-        from explorer.pipeline import frozen_batchnorm
-
-        with frozen_batchnorm(D):
-            out = pipe.objective.critic(D, x, real, fake)
-    else:
-        out = pipe.objective.critic(None, x, real, fake)
+    out = pipe.objective.critic(pipe.D, x, real, fake)
     return None if out is None else _np(out.reshape(-1))
 
 
@@ -156,25 +155,23 @@ def _two_d(pipe: "Pipeline", snap: Snapshot, real_t: torch.Tensor, fake_t: torch
 
 
 def _latent_square(pipe: "Pipeline") -> tuple[float, float]:
-    cfg = pipe.latent.config
-    if "low" in cfg and "high" in cfg:
-        return float(cfg["low"]), float(cfg["high"])
-    std = float(cfg.get("std", 1.0))
-    mean = float(cfg.get("mean", 0.0))
-    return mean - 2 * std, mean + 2 * std
+    """The latent prior's declared ``latent_box``, else the central 95% of the view's latent codes."""
+    box = pipe.latent.latent_box
+    if box is not None:
+        return float(box[0]), float(box[1])
+    z = _np(pipe.view_z.reshape(len(pipe.view_z), -1)[:, :2])
+    z = z[np.isfinite(z).all(1)]
+    if not len(z):
+        return -1.0, 1.0
+    lo, hi = np.percentile(z, [2.5, 97.5])
+    return (float(lo), float(hi)) if hi > lo else (float(lo) - 1.0, float(lo) + 1.0)
 
 
 def _generator_push(pipe: "Pipeline", real: torch.Tensor, fake: torch.Tensor) -> np.ndarray:
     """-d(generator loss)/d(fake point), per point: where the objective moves each sample."""
-    from explorer.pipeline import frozen_batchnorm
-
     with torch.enable_grad():
         x = fake.detach().clone().requires_grad_(True)
-        if pipe.D is not None:
-            with frozen_batchnorm(pipe.D):
-                loss, _ = normalise_loss(pipe.objective.generator_loss(pipe.D, real[: len(x)], x), "generator_loss")
-        else:
-            loss, _ = normalise_loss(pipe.objective.generator_loss(None, real[: len(x)], x), "generator_loss")
+        loss, _ = normalise_loss(pipe.objective.generator_loss(pipe.D, real[: len(x)], x), "generator_loss")
         (grad,) = torch.autograd.grad(loss * len(x), x, allow_unused=True)
     if grad is None:
         return np.zeros((len(x), 2), dtype=np.float32)
@@ -203,10 +200,25 @@ def snapshot_arrays(snap: Snapshot) -> dict[str, Any]:
     return out
 
 
+def infer_kind(arrays: Any) -> str:
+    """The snapshot kind (1d, 2d, image, vector) of saved arrays: their saved ``kind``, else (older files,
+    bare sample arrays) what they hold. The one place that infers it."""
+    files = set(arrays.files) if hasattr(arrays, "files") else set(arrays)
+    if "kind" in files:
+        return str(arrays["kind"])
+    if "extra_x" in files:
+        return "1d"
+    if "extra_grid_x" in files:
+        return "2d"
+    fake = np.asarray(arrays["fake"])
+    if fake.ndim == 4:
+        return "image"
+    return {1: "1d", 2: "2d"}.get(fake.shape[-1] if fake.ndim == 2 else 0, "vector")
+
+
 def snapshot_from_arrays(arrays: Any, kind: str | None = None) -> Snapshot:
-    """A Snapshot back from a saved ``.npz`` (its kind is saved with it; ``kind`` is for older files)."""
-    if "kind" in arrays.files:
-        kind = str(arrays["kind"])
-    kind = kind or "vector"
+    """A Snapshot back from a saved ``.npz``; its kind is saved with it (``kind`` overrides, and older
+    files get theirs from :func:`infer_kind`)."""
+    kind = kind if kind is not None and "kind" not in arrays.files else infer_kind(arrays)
     extras = {k[len("extra_"):]: arrays[k] for k in arrays.files if k.startswith("extra_")}
     return Snapshot(step=int(arrays["step"]), kind=kind, real=arrays["real"], fake=arrays["fake"], extras=extras)

@@ -92,11 +92,58 @@ class Spec:
     metrics: list[ComponentSpec]
     provenance: dict[str, str] = field(default_factory=dict)
 
-    def __getattr__(self, item: str) -> Any:  # spec.steps, spec.seed, ... read the settings
-        settings = self.__dict__.get("settings", {})
-        if item in settings:
-            return settings[item]
-        raise AttributeError(item)
+    # -- the top-level settings (declared in SETTINGS), typed ------------------------------------------
+    @property
+    def name(self) -> str:
+        return str(self.settings["name"])
+
+    @property
+    def notes(self) -> str:
+        return str(self.settings["notes"])
+
+    @property
+    def seed(self) -> int:
+        return int(self.settings["seed"])
+
+    @property
+    def steps(self) -> int:
+        return int(self.settings["steps"])
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.settings["batch_size"])
+
+    @property
+    def k_d(self) -> int:
+        return int(self.settings["k_d"])
+
+    @property
+    def device(self) -> str:
+        return str(self.settings["device"])
+
+    @property
+    def precision(self) -> str:
+        return str(self.settings["precision"])
+
+    @property
+    def log_every(self) -> int:
+        return int(self.settings["log_every"])
+
+    @property
+    def snapshot_every(self) -> int:
+        return int(self.settings["snapshot_every"])
+
+    @property
+    def checkpoint_every(self) -> int:
+        return int(self.settings["checkpoint_every"])
+
+    @property
+    def metric_every(self) -> int:
+        return int(self.settings["metric_every"])
+
+    @property
+    def snapshot_size(self) -> int:
+        return int(self.settings["snapshot_size"])
 
     @property
     def needs_discriminator(self) -> bool:

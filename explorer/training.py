@@ -23,6 +23,7 @@ from explorer.components import MetricContext, normalise_loss
 from explorer.device import autocast, describe, make_generator, stream_seed
 from explorer.errors import ExplorerError, TrainingError
 from explorer.pipeline import Pipeline
+from explorer.records import LOSS, METRIC
 from explorer.snapshots import Snapshot, take_snapshot
 
 EVENTS = ("step_end", "log", "snapshot", "metrics", "checkpoint", "finish")
@@ -90,8 +91,11 @@ class Trainer:
     """Trains one pipeline. ``run()`` blocks; call it in a thread and steer it with
     :meth:`stop`, :meth:`pause`, :meth:`resume` and :meth:`step_once`."""
 
-    def __init__(self, pipeline: Pipeline, state: RunState | None = None, config: TrainerConfig | None = None):
+    def __init__(self, pipeline: Pipeline, state: RunState | None = None, config: TrainerConfig | None = None,
+                 cache_dir: str | None = None):
         self.p = pipeline
+        #: where metrics may cache what they train once (e.g. image feature networks); None = no cache
+        self.cache_dir = cache_dir
         self.spec = pipeline.spec
         self.config = config or TrainerConfig()
         self.state = state or RunState()
@@ -101,6 +105,7 @@ class Trainer:
         self._running = threading.Event()
         self._running.set()
         self._budget = -1  # steps left before pausing again (-1 = unlimited)
+        self._in_step = False
         self._buf: torch.Tensor | None = None
         self._keys: list[str] = []
         self._rows = 0
@@ -113,6 +118,7 @@ class Trainer:
         ]
         self.metrics = [(m, n) for m, n in self.metrics if m.applies(pipeline.data)]
         self.last_metrics: dict[str, float] = {}
+        self.metric_errors: dict[str, str] = {}  # metric name -> why it failed (it then sits out the run)
         self._scheduled = [
             (opt, self.spec.optim[role]) for opt, role in ((pipeline.opt_g, "generator"), (pipeline.opt_d, "discriminator"))
             if opt is not None and self.spec.optim[role]["schedule"] != "constant"
@@ -170,8 +176,10 @@ class Trainer:
                         self._snapshot(force=True)
                     self._running.wait(0.1)
                     continue
+                self._in_step = True
                 self.train_step()
                 p.step += 1
+                self._in_step = False
                 if self._budget > 0:
                     self._budget -= 1
                     if self._budget == 0:
@@ -201,14 +209,24 @@ class Trainer:
                 self._fire("checkpoint")
         except TrainingError as exc:
             status = "failed"
+            p.step = exc.step if isinstance(getattr(exc, "step", None), int) else self.current_step
             self.state.update(error=str(exc))
         except (Exception, SystemExit) as exc:  # a component raised (or called sys.exit()): fail this run only, naming the plugin
             status = "failed"
-            self.state.update(error=self.describe_failure(exc))
-            self.exception = exc
+            message = self.describe_failure(exc)
+            p.step = self.current_step
+            self.state.update(error=message)
+        self._in_step = False
         self.state.update(status=status, step=p.step)
         self._fire("finish", status)
         return status
+
+    @property
+    def current_step(self) -> int:
+        """The step being trained, counted from 1 (``pipeline.step`` counts the steps completed): a
+        failure inside step k, whether a raised exception or a non-finite loss, is reported as step k,
+        and a failed run's ``step`` (its status) is that step."""
+        return self.p.step + 1 if self._in_step else self.p.step
 
     def describe_failure(self, exc: BaseException) -> str:
         info = self.p.registry.blame(exc)
@@ -216,8 +234,8 @@ class Trainer:
         if isinstance(exc, ExplorerError):
             return f"{exc}{where}"
         if isinstance(exc, SystemExit):
-            return f"step {self.p.step}: sys.exit({exc.code!r}) called{where}; the run stopped there"
-        return f"step {self.p.step}: {type(exc).__name__}{where}: {exc}"
+            return f"step {self.current_step}: sys.exit({exc.code!r}) called{where}; the run stopped there"
+        return f"step {self.current_step}: {type(exc).__name__}{where}: {exc}"
 
     def train_step(self) -> None:
         """One generator step, preceded by k_d discriminator steps (Goodfellow et al. 2014, Alg. 1)."""
@@ -227,7 +245,7 @@ class Trainer:
         if self._scheduled:
             self._apply_schedule()
         logged: dict[str, torch.Tensor] = {}
-        with autocast(p.device, spec.precision):
+        with p.torch_stream.active(), autocast(p.device, spec.precision):
             real = None
             if p.D is not None:
                 for _ in range(spec.k_d):
@@ -280,7 +298,7 @@ class Trainer:
         bad = ~np.isfinite(rows)
         if bad.any():
             r, c = np.argwhere(bad)[0]
-            raise TrainingError(
+            raise TrainingError.at(first_step + int(r),
                 f"non-finite {self._keys[c]} ({rows[r, c]}) at step {first_step + r}; the run stopped there. "
                 "The last good snapshot and checkpoint are kept. Try a smaller learning rate, fp32 precision, "
                 "or a different objective."
@@ -289,7 +307,7 @@ class Trainer:
         steps = self.p.step - self._last_log_step
         rate = steps / max(now - self._last_log_time, 1e-9) if steps > 0 else self.state.steps_per_s
         self._last_log_time, self._last_log_step = now, self.p.step
-        record: dict[str, Any] = {"step": self.p.step, "time": time.time()}
+        record: dict[str, Any] = {"step": self.p.step, "time": time.time(), "kind": LOSS}
         record.update({k: float(v) for k, v in zip(self._keys, rows.mean(0))})
         for k, v in self.p.data.stats().items():
             record[f"data_{k}"] = float(v)
@@ -299,26 +317,38 @@ class Trainer:
         self._fire("log", record)
 
     def _compute_metrics(self) -> None:
+        """One metric pass on a fresh generated sample. A metric that raises fails only itself: its
+        error (naming the metric and its plugin) goes into the record's ``errors`` and the run's
+        warning, and it is not asked again in this run; the run and the other metrics go on."""
         if not self.metrics:
             return
         p = self.p
         out: dict[str, float] = {}
-        ctx = MetricContext(data=p.data, device=p.device, generator=self._metric_gen, cache_dir=getattr(self, "cache_dir", None))
+        errors: dict[str, str] = {}
+        ctx = MetricContext(data=p.data, device=p.device, generator=self._metric_gen, cache_dir=self.cache_dir)
         n_max = max(m.sample_size for m, _ in self.metrics)
-        with torch.no_grad():
+        with p.untouched(), torch.no_grad():  # metrics watch: they never change what the run learns
             z = p.latent.sample(n_max, self._metric_gen, p.device)
             fake = p.generate(z)
-        real_pool = p.view_real
-        for metric, name in self.metrics:
-            n = metric.sample_size
-            real = real_pool if len(real_pool) >= n else torch.cat([real_pool, p.data.sample(n - len(real_pool), self._metric_gen, p.device)])
-            try:
-                values = metric.compute(real[:n], fake[:n], ctx)
-            except Exception as exc:
-                raise TrainingError(f"metric {name!r} failed: {self.describe_failure(exc)}") from exc
-            for k, v in values.items():
-                out[k] = float(v)
-        record = {"step": p.step, "time": time.time(), **out}
+            real_pool = p.view_real
+            for metric, name in self.metrics:
+                n = metric.sample_size
+                try:
+                    real = real_pool if len(real_pool) >= n else torch.cat([real_pool, p.data.sample(n - len(real_pool), self._metric_gen, p.device)])
+                    values = {k: float(v) for k, v in metric.compute(real[:n], fake[:n], ctx).items()}
+                except Exception as exc:
+                    errors[name] = self.describe_failure(exc)
+                    continue
+                out.update(values)
+        if errors:
+            self.metrics = [(m, n) for m, n in self.metrics if n not in errors]
+            message = "; ".join(f"metric {name!r} failed and is skipped for the rest of this run: {msg}"
+                                for name, msg in errors.items())
+            self.metric_errors.update(errors)
+            self.state.update(error=message)
+        record: dict[str, Any] = {"step": p.step, "time": time.time(), "kind": METRIC, **out}
+        if errors:
+            record["errors"] = errors
         self.last_metrics.update(out)
         self.state.add_record(record)
         self._fire("metrics", record)

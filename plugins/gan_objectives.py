@@ -14,7 +14,6 @@ log D = -softplus(-l) and log(1 - D) = -softplus(l), which stay finite for any l
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
@@ -23,7 +22,6 @@ from torch import Tensor, nn
 
 from explorer import Objective, Param, hookimpl
 
-LOG4 = math.log(4.0)
 
 _SMOOTHING = Param(
     "label_smoothing", "float", 0.0,
@@ -78,6 +76,9 @@ class Minimax(_GANObjective):
     summary = "Original GAN game (Goodfellow et al. 2014): G minimises log(1 - D(G(z))); saturates when D wins"
     formula = (r"\min_G \max_D V(D,G) = \mathbb{E}_{x\sim p_\mathrm{data}}[\log D(x)]"
                r" + \mathbb{E}_{z\sim p_z}[\log(1 - D(G(z)))]")
+    explanation = ("The original game: D maximises V(D, G) while G minimises it. Early on D rejects the fakes "
+                   "confidently, D(G(z)) ≈ 0, where log(1 − D(G(z))) is flat: the generator's gradient vanishes "
+                   "and g_loss stalls (Sec. 3). At the optimum V = −log 4 ≈ −1.386.")
 
     def generator_loss(self, D: nn.Module | None, real: Tensor, fake: Tensor) -> Tensor:
         """g_loss = mean(-softplus(D(G(z)))) = E log(1 - D(G(z))); its gradient in the logit is
@@ -94,6 +95,10 @@ class NonSaturating(_GANObjective):
     summary = "Non-saturating GAN (Goodfellow et al. 2014, Sec. 3): G maximises log D(G(z)); strong early gradients"
     formula = (r"\max_D \mathbb{E}_{x}[\log D(x)] + \mathbb{E}_{z}[\log(1 - D(G(z)))];\quad"
                r"\max_G \mathbb{E}_{z\sim p_z}[\log D(G(z))]")
+    explanation = ("D learns to tell data from samples by maximising V(D, G); G, instead of minimising "
+                   "log(1 − D(G(z))), which is flat while D confidently rejects its samples, maximises log D(G(z)): "
+                   "the same fixed point, with strong gradients early in training (Goodfellow et al. 2014, Sec. 3). "
+                   "At the equilibrium d_loss = log 4 ≈ 1.386 and g_loss = log 2 ≈ 0.693.")
 
     def generator_loss(self, D: nn.Module | None, real: Tensor, fake: Tensor) -> Tensor:
         """g_loss = mean softplus(-D(G(z))) = -E log D(G(z)); its gradient in the logit is

@@ -29,6 +29,7 @@ class Wasserstein1D(Metric):
     distance of misplaced mass, where divergences saturate."""
 
     name = "wasserstein-1d"
+    directions = {"wasserstein1": "lower"}
     summary = "Wasserstein-1 distance to a data sample (scipy.stats.wasserstein_distance)"
     applies_to = ("1d",)
     sample_size = 2000
@@ -45,6 +46,7 @@ class KolmogorovSmirnov1D(Metric):
     (``scipy.stats.ks_2samp``)."""
 
     name = "ks-1d"
+    directions = {"ks": "lower", "ks_p_value": "higher"}  # a high p-value: the test cannot tell them apart
     summary = "Kolmogorov-Smirnov statistic against the exact cdf (or a data sample) and its p-value"
     applies_to = ("1d",)
     sample_size = 2000
@@ -73,6 +75,7 @@ class JensenShannon1D(Metric):
     the real sample's range) plus two overflow bins, so generated mass off the grid still counts."""
 
     name = "js-1d"
+    directions = {"js": "lower"}
     summary = "Jensen-Shannon divergence (bits) between real and generated histograms on a shared grid"
     applies_to = ("1d",)
     params = (Param("bins", "int", 50, "histogram bins over the data range", low=2, high=1000),)

@@ -23,6 +23,7 @@ class ModeCoverage(Metric):
     """
 
     name = "mode-coverage"
+    directions = {"modes": "higher", "hq_fraction": "higher", "reverse_kl": "lower"}
     summary = "Modes captured, high-quality fraction and reverse KL to uniform (VEEGAN / PacGAN)"
     applies_to = ("2d",)
     params = (Param("threshold", "float", 3.0, "a sample is high quality within this many stds of a centre", low=0.1, high=100),)
@@ -42,6 +43,7 @@ class GridDivergence(Metric):
     the data bounds (Kahng et al. 2018, poloclub/ganlab), smoothed by 1e-4 per bin."""
 
     name = "grid-divergence"
+    directions = {"grid_kl": "lower", "grid_js": "lower"}
     summary = "KL and JS (bits) between real and generated 2-D histograms on a 30x30 grid (GAN Lab)"
     applies_to = ("2d",)
     params = (

@@ -1,5 +1,5 @@
 """Image metrics in the feature space of a small classifier trained on the data set itself
-(:mod:`explorer.features`; nothing is downloaded): Fréchet distance, precision / recall, density /
+(:mod:`plugins._features`; nothing is downloaded): Fréchet distance, precision / recall, density /
 coverage, and a memorisation score from nearest-training-neighbour distances.
 
 The reference set is the sampler's whole ``dataset()`` (a fixed random subset of at most
@@ -14,8 +14,8 @@ import torch
 from torch import Tensor
 
 from explorer import Metric, MetricContext, Param, Sampler, hookimpl
-from explorer.features import dataset_features, feature_extractor_for
-from explorer.feature_metrics import (
+from plugins._features import dataset_features, feature_extractor_for
+from plugins._feature_metrics import (
     frechet_distance, gaussian_stats, memorisation_score, nearest_distances, prdc, reference_radii,
 )
 from explorer.metrics import all_finite
@@ -42,6 +42,7 @@ class FrechetDistance(_ImageMetric):
     feature classifier's held-out accuracy."""
 
     name = "frechet-distance"
+    directions = {"frechet_distance": "lower", "feature_accuracy": None}  # the feature network's accuracy: no "best"
     summary = "Fréchet distance in the features of a classifier trained on the data set (FID-like, no download)"
     sample_size = 1000
 
@@ -62,10 +63,11 @@ class FrechetDistance(_ImageMetric):
 
 class PRDC(_ImageMetric):
     """Precision and recall (Kynkäänniemi et al. 2019, k = 3) and density and coverage (Naeem et
-    al. 2020, k = 5) of generated against training features; see :func:`explorer.feature_metrics.prdc`.
+    al. 2020, k = 5) of generated against training features; see :func:`plugins._feature_metrics.prdc`.
     Precision / density: are samples realistic? Recall / coverage: is the data's variety covered?"""
 
     name = "prdc"
+    directions = {"precision": "higher", "recall": "higher", "density": "higher", "coverage": "higher"}
     summary = "Precision/recall (k=3) and density/coverage (k=5) in classifier feature space"
     params = (
         Param("k_pr", "int", 3, "neighbours for precision / recall (Kynkäänniemi et al.: 3)", low=1, high=50),
@@ -98,9 +100,10 @@ class Memorisation(_ImageMetric):
     features). ``memorisation``: the fraction of samples closer than the ``quantile`` of the
     training distances (about ``quantile`` for new samples, 1 for copies); ``nn_ratio``: median
     sample distance over median training distance (about 1 for new samples, near 0 for copies).
-    See :func:`explorer.feature_metrics.memorisation_score`."""
+    See :func:`plugins._feature_metrics.memorisation_score`."""
 
     name = "memorisation"
+    directions = {"memorisation": "lower", "nn_ratio": "higher"}
     summary = "Fraction of samples closer to a training image than training images are to each other"
     params = (
         Param("quantile", "float", 0.05, "a sample counts as memorised below this quantile of train-train NN distances", low=0.001, high=0.5),

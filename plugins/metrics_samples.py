@@ -24,6 +24,7 @@ class MMDMetric(Metric):
     """
 
     name = "mmd"
+    directions = {"mmd2_eval": "lower", "mmd_p_value": "higher"}
     summary = "Unbiased MMD^2 to the data (RBF mixture), optional permutation-test p-value"
     params = (
         Param("scales", "floats", [0.5, 1.0, 2.0], "bandwidths as multiples of the median-heuristic bandwidth of the real sample", low=1e-4, high=1e4),
@@ -50,6 +51,7 @@ class EnergyDistance(Metric):
     zero exactly when the distributions agree, no bandwidth to choose."""
 
     name = "energy-distance"
+    directions = {"energy_distance": "lower"}
     summary = "Energy distance to the data (Székely & Rizzo); equals scipy's energy_distance in 1-D"
     sample_size = 1000
 
@@ -62,6 +64,7 @@ class SlicedWasserstein(Metric):
     snapshot is measured on the same slices); exact W_p per slice from the sorted projections."""
 
     name = "sliced-wasserstein"
+    directions = {"sliced_wasserstein": "lower"}
     summary = "Sliced Wasserstein distance to the data over fixed random projections"
     params = (
         Param("projections", "int", 128, "number of random directions", low=1, high=4096),

@@ -160,6 +160,10 @@ class MMD(Objective):
         "Dziugaite et al. 2015). MMD² is 0 exactly when the distributions match. Its `method` trades exactness "
         "for speed: exact (all pairs, cost quadratic in the batch), rff or linear (cost linear in the batch, "
         "noisier estimates; for batches of thousands).")
+    critic_explanation = ("the MMD witness function, positive (blue) where the data has more kernel mass than the "
+                          "generator, negative (orange) where the generator has too much; minimising MMD² moves the "
+                          "generated points along its gradient.")
+    critic_formula = r"f^*(t) \propto \mathbb{E}_x k(t, x) - \mathbb{E}_y k(t, y)"
     params = (
         Param("bandwidths", "floats", [0.1, 0.25, 0.5, 1.0, 2.0, 4.0],
               "RBF kernel bandwidths sigma (standard deviations, not variances); multiples of the median "

@@ -39,6 +39,7 @@ class Uniform(Sampler):
             raise SpecError(f"{self.name}.high", f"high ({self.high:g}) must be greater than low ({self.low:g})")
         self.shape = (self.dim,)
         self.bounds = ((self.low, self.high),) * self.dim
+        self.latent_box = (self.low, self.high)
 
     def sample(self, n: int, generator: torch.Generator, device: torch.device | str) -> Tensor:
         u = torch.rand(n, self.dim, generator=generator, device=device, dtype=torch.float32)
@@ -84,6 +85,7 @@ class Gaussian(Sampler):
         self.std: float = self.config["std"]
         self.shape = (self.dim,)
         self.bounds = ((self.mean - 4 * self.std, self.mean + 4 * self.std),) * self.dim
+        self.latent_box = (self.mean - 2 * self.std, self.mean + 2 * self.std)
 
     def sample(self, n: int, generator: torch.Generator, device: torch.device | str) -> Tensor:
         z = torch.randn(n, self.dim, generator=generator, device=device, dtype=torch.float32)

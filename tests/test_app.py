@@ -16,7 +16,7 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from explorer import Objective, Param, Sampler, hookimpl
+from explorer import Architecture, Objective, Param, Sampler, hookimpl
 from explorer.registry import Registry, set_registry
 
 APP = str(Path(__file__).resolve().parent.parent / "explorer" / "app.py")
@@ -123,7 +123,7 @@ def test_train_sidebar_lists_builtin_components_and_opens_on_the_default_preset(
     assert data.value == "ring8"
     assert {"ring8", "grid25", "mixture-1d", "digits", "gaussian", "uniform"} <= set(data.options)
     assert {"minimax", "nonsaturating", "mmd"} <= set(by_label(at.sidebar.selectbox, "Objective").options)
-    assert {"mlp", "dcgan"} <= set(by_label(at.sidebar.selectbox, "Generator").options)
+    assert "mlp" in by_label(at.sidebar.selectbox, "Generator").options  # dcgan builds images: offered for image data
     assert by_label(at.sidebar.selectbox, "Discriminator").value == "mlp"
     # the optimiser's learning rate is a log slider generated from its declaration
     assert any(w.label == "learning rate" for w in at.sidebar.select_slider)
@@ -428,3 +428,59 @@ def test_param_widget_helpers_parse_lists_and_span_learning_rates():
     grid = widgets.log_grid(1e-8, 10.0, 3e-4)
     assert 3e-4 in grid and 1e-3 in grid and 2e-4 in grid and grid == sorted(grid)
     assert min(grid) >= 1e-8 and max(grid) <= 10.0
+
+
+# -- the sidebar honours what components declare ---------------------------------------------------------
+class CriticOnly(Architecture):
+    name = "test-critic-only"
+    summary = "builds discriminators only (test plugin)"
+
+    def supports(self, role, in_shape, out_shape):
+        return None if role == "discriminator" else "builds discriminators only"
+
+    def build(self, role, in_shape, out_shape):
+        return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(int(torch.tensor(in_shape).prod()), 1))
+
+
+def test_the_architecture_lists_honour_supports(app_runs_dir, app_registry):
+    plugin = types.ModuleType("critic_plugin")
+    plugin.register_architectures = hookimpl(lambda register: register(CriticOnly))
+    app_registry.add_plugin(plugin, name="critic-plugin")
+    at = new_app()
+    assert "test-critic-only" not in by_label(at.sidebar.selectbox, "Generator").options
+    assert "test-critic-only" in by_label(at.sidebar.selectbox, "Discriminator").options
+    assert "dcgan" not in by_label(at.sidebar.selectbox, "Generator").options  # ring8 is 2-D, dcgan builds images
+    pick(at, "Data", "digits")
+    assert "dcgan" in by_label(at.sidebar.selectbox, "Generator").options
+
+
+def test_metric_defaults_for_2d_data_are_the_metrics_that_apply(app_runs_dir):
+    at = new_app()
+    metrics = by_label(at.sidebar.multiselect, "metrics")
+    assert {"mode-coverage", "energy-distance"} <= set(metrics.value)
+    assert not {"ks-1d", "wasserstein-1d", "js-1d", "frechet-distance", "prdc", "memorisation"} & set(metrics.value)
+    assert set(metrics.options) == set(metrics.value)  # only applicable metrics are offered
+    pick(at, "Data", "mixture-1d")
+    one_d = by_label(at.sidebar.multiselect, "metrics")
+    assert "ks-1d" in one_d.value and "mode-coverage" not in one_d.value
+
+
+def test_the_run_name_follows_the_data_and_objective(app_runs_dir):
+    at = new_app()
+    assert by_label(at.sidebar.text_input, "name").value == "ring8-nonsaturating"
+    pick(at, "Data", "spiral")
+    pick(at, "Objective", "minimax")
+    assert by_label(at.sidebar.text_input, "name").value == ""
+    from explorer.spec import resolve
+
+    composed = resolve(at.session_state["genex.train_spec"])
+    assert composed.short_name() == "spiral-minimax"  # the run is named after what it trains
+
+
+def test_a_plugin_that_failed_to_load_is_named_on_the_train_page(app_runs_dir, app_registry):
+    app_registry.add_plugin(Broken(), name="broken-test-plugin")
+    at = new_app()
+    warnings = [w.value for w in at.sidebar.warning]
+    assert any("broken-test-plugin" in w and "failed to load" in w for w in warnings), warnings
+    links = [el for el in at.sidebar.get("page_link")]
+    assert links and links[0].proto.page == "plugins", [el.proto for el in links]

@@ -108,3 +108,40 @@ def test_every_preset_is_a_valid_spec():
     assert {p.stem for p in presets} >= {"ring8-nonsaturating", "grid25-nonsaturating", "grid25-mmd", "mixture1d-minimax", "mixture1d-nonsaturating", "digits-dcgan"}
     for path in presets:
         resolve(load_spec_file(path))
+
+
+def test_plugins_check_exits_1_when_a_plugin_failed_to_load(capsys):
+    from explorer import hookimpl
+    from explorer.cli import main
+    from explorer.registry import Registry, set_registry
+
+    class Broken:
+        @hookimpl
+        def register_samplers(self, register):
+            raise ValueError("broken on purpose")
+
+    reg = Registry().load_installed()
+    set_registry(reg)
+    try:
+        assert main(["plugins", "--check"]) == (1 if reg.errors else 0)
+    finally:
+        set_registry(None)
+    reg.add_plugin(Broken(), name="broken-for-check")
+    set_registry(reg)
+    try:
+        assert main(["plugins"]) == 0  # listing alone still succeeds
+        assert main(["plugins", "--check"]) == 1
+        assert main(["plugins", "--check", "--json"]) == 1
+    finally:
+        set_registry(None)
+    assert "1 plugin(s) failed to load" in capsys.readouterr().err
+
+
+def test_new_plugin_help_starts_without_importing_torch():
+    code = ("import sys, io, contextlib\nfrom explorer.cli import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()):\n"
+            "    try:\n        main(['new-plugin', '--help'])\n    except SystemExit:\n        pass\n"
+            "print('torch' in sys.modules, 'explorer.compare' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**__import__("os").environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert out.stdout.split() == ["False", "False"]

@@ -15,7 +15,9 @@ from explorer import compare
 from explorer.cli import main
 from explorer.errors import SpecError
 from explorer.pipeline import Pipeline
+from explorer.registry import get_registry
 from explorer.runs import RunStore, iter_runs, open_run
+from explorer.snapshots import infer_kind
 
 TINY = {
     "name": "tiny", "data": "ring8", "objective": "nonsaturating", "steps": 20, "batch_size": 32, "log_every": 5,
@@ -84,9 +86,41 @@ def test_best_is_the_lowest_distance_and_the_highest_mode_count_while_losses_onl
         {"step": 20, "time": 0, "modes": 6.0, "reverse_kl": 0.2},
         {"step": 30, "time": 0, "modes": 5.0, "reverse_kl": 0.4},
     ]
-    final, best = compare.final_and_best(records)
+    directions = compare.metric_directions({"metrics": [{"name": "mode-coverage"}]})
+    assert directions["modes"] == "higher" and directions["reverse_kl"] == "lower"
+    final, best = compare.final_and_best(records, directions)
     assert final == {"d_loss": 1.2, "g_loss": 0.4, "modes": 5.0, "reverse_kl": 0.4}
     assert best == {"modes": 6.0, "reverse_kl": 0.2}
+    assert compare.final_and_best(records)[1] == {}  # nothing is guessed from a key's name
+
+
+def test_a_plugin_metric_declares_its_direction_and_best_follows_it():
+    """``nn_accuracy`` (the example package's 1-NN two-sample test) is best near 0.5, lowest of the
+    values it takes in practice: it declares "lower", which no name-based guess would know."""
+    from explorer import Metric, hookimpl
+
+    class Accuracy(Metric):
+        name = "test-accuracy"
+        summary = "test metric"
+        directions = {"two_sample_accuracy": "lower", "recall_like_coverage": "higher"}
+
+        def compute(self, real, fake, context):
+            return {"two_sample_accuracy": 0.5, "recall_like_coverage": 1.0}
+
+    class Plugin:
+        @hookimpl
+        def register_metrics(self, register):
+            register(Accuracy)
+
+    reg = get_registry()
+    assert reg.add_plugin(Plugin(), name="test-direction")
+    try:
+        directions = compare.metric_directions({"metrics": ["test-accuracy"]}, reg)
+    finally:
+        reg.remove_plugin("test-direction")
+    records = [{"step": s, "kind": "metric", "two_sample_accuracy": a, "recall_like_coverage": c}
+               for s, a, c in ((10, 0.9, 0.2), (20, 0.6, 0.9), (30, 0.7, 0.5))]
+    assert compare.final_and_best(records, directions)[1] == {"two_sample_accuracy": 0.6, "recall_like_coverage": 0.9}
 
 
 def test_mean_and_standard_error_per_variant_over_seeds(tmp_path):
@@ -158,7 +192,7 @@ def test_genex_compare_rejects_a_bad_vary_with_one_message(tmp_path, capsys):
 
 
 def test_saved_snapshot_kind_is_recovered_from_its_arrays(tmp_path):
-    assert compare.infer_kind({"fake": np.zeros((4, 1, 8, 8))}) == "image"
-    assert compare.infer_kind({"fake": np.zeros((4, 2)), "extra_grid_x": np.zeros(3)}) == "2d"
-    assert compare.infer_kind({"fake": np.zeros((4, 1)), "extra_x": np.zeros(3)}) == "1d"
-    assert compare.infer_kind({"fake": np.zeros((4, 5))}) == "vector"
+    assert infer_kind({"fake": np.zeros((4, 1, 8, 8))}) == "image"
+    assert infer_kind({"fake": np.zeros((4, 2)), "extra_grid_x": np.zeros(3)}) == "2d"
+    assert infer_kind({"fake": np.zeros((4, 1)), "extra_x": np.zeros(3)}) == "1d"
+    assert infer_kind({"fake": np.zeros((4, 5))}) == "vector"

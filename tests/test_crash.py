@@ -14,7 +14,6 @@ import pytest
 import tomli_w
 import torch
 
-from explorer.compare import load_snapshot
 from explorer.manager import RunManager
 from explorer.runs import RunStore, list_runs
 
@@ -55,7 +54,7 @@ def test_a_killed_run_is_readable_and_reads_as_interrupted_then_resumes(tmp_path
     steps = store.snapshot_steps()
     samples = store.load_samples(steps[-1])
     assert samples.shape == (64, 2) and np.isfinite(samples).all()
-    snap = load_snapshot(store, steps[-1])
+    snap = store.load_snapshot(steps[-1])
     assert snap is not None and snap.kind == "2d" and snap.step == steps[-1]
     ckpt = store.load_checkpoint()  # torch.load(weights_only=True) inside
     assert ckpt["step"] >= 20 and ckpt["step"] % 20 == 0

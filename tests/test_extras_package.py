@@ -206,3 +206,37 @@ def test_a_run_with_every_extras_component_records_the_plugin_and_reopens_only_w
         with pytest.raises(SpecError, match=r"sampler 'checkerboard' came from extras \(generative-explorer-extras 0.1.0\), "
                                             r"which is not loaded here \(blocked by GENEX_BLOCK_PLUGINS\)"):
             parse_spec(saved, registry=Registry().load_installed())
+
+
+# -- the same treatment as the built-ins: the example package's own declarations drive every page ------
+def test_the_objectives_own_explanation_shows_on_the_train_page():
+    from streamlit.testing.v1 import AppTest
+
+    reg = registry_with(extras, "extras", Registry().load_installed())
+    set_registry(reg)
+    try:
+        at = AppTest.from_file(str(ROOT / "explorer" / "app.py"), default_timeout=90)
+        at.run()
+        assert not at.exception, [e.value for e in at.exception]
+        objective = next(w for w in at.sidebar.selectbox if w.label == "Objective")
+        assert "lsgan" in objective.options
+        objective.set_value("lsgan").run()
+        assert not at.exception, [e.value for e in at.exception]
+        texts = [m.value for m in at.markdown]
+        assert LeastSquares.explanation in texts, texts  # the component's text, not a host table's
+        assert any(LeastSquares.formula in x.value for x in at.latex), [x.value for x in at.latex]
+    finally:
+        set_registry(None)
+
+
+def test_the_metrics_declared_direction_picks_best_in_a_comparison():
+    from explorer import compare
+
+    reg = registry_with(extras, "extras", Registry().load_installed())
+    directions = compare.metric_directions({"metrics": ["nn-accuracy", "checkerboard-coverage"]}, reg)
+    assert directions["nn_accuracy"] == "lower" and directions["squares_covered"] == "higher"
+    records = [{"step": s, "kind": "metric", "nn_accuracy": a, "nn_accuracy_real": r, "squares_covered": c}
+               for s, a, r, c in ((100, 0.93, 0.9, 0.25), (200, 0.58, 0.5, 0.875), (300, 0.66, 0.6, 0.75))]
+    final, best = compare.final_and_best(records, directions)
+    assert best == {"nn_accuracy": 0.58, "squares_covered": 0.875}  # nn_accuracy_real is a diagnostic: no best
+    assert final["nn_accuracy"] == 0.66

@@ -1,4 +1,4 @@
-"""Metrics: the pure functions in explorer.metrics / explorer.features against references and
+"""Metrics: the pure functions in explorer.metrics / plugins._features against references and
 closed forms, and the thin Metric plugins end to end on tiny samplers defined here."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from scipy import linalg, stats
 from scipy.spatial.distance import jensenshannon
 
 from explorer import MetricContext, Sampler
-from explorer import features as feats
-from explorer.feature_metrics import frechet_distance, gaussian_stats, memorisation_score, nearest_distances, prdc
+from plugins import _features as feats
+from plugins._feature_metrics import frechet_distance, gaussian_stats, memorisation_score, nearest_distances, prdc
 from explorer.metrics import (
     energy_distance, grid_divergences, js_1d, js_divergence, mmd2, mmd2_permutation_test, mode_statistics,
     one_host_thread, sliced_wasserstein, wasserstein_1d,

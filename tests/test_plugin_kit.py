@@ -208,11 +208,69 @@ def test_a_good_objective_passes():
     ({"generator_loss": lambda self, D, r, f: D(f).mean() + float(np.random.rand())}, "differs between two calls"),
     ({"discriminator_loss": lambda self, D, r, f: torch.tensor(1.0)}, "does not require grad"),
     ({"discriminator_loss": lambda self, D, r, f: (D(r).mean(), {"d_real": torch.ones(3)})}, "finite scalar tensor"),
+    # the pipeline seeds self.generator; torch's global stream is shared and not reproduced by the spec's seed
+    ({"generator_loss": lambda self, D, r, f: (torch.rand(len(f), 1) * F.softplus(-D(f))).mean()},
+     "generator_loss drew from torch's global random stream"),
+    ({"explanation": 3}, "explanation must be a string"),
 ])
 def test_the_kit_catches_a_broken_objective(methods, message):
     with pytest.raises(AssertionError, match=re.escape(message)) as info:
         check_objective(broken(LogLoss, **methods))
     assert "objective 'kit-log-loss'" in str(info.value)
+
+
+def test_an_objective_drawing_from_its_seeded_generator_passes():
+    check_objective(broken(LogLoss, generator_loss=lambda self, D, r, f: (
+        torch.rand(len(f), 1, generator=self.generator, device=f.device) * F.softplus(-D(f))).mean()))
+
+
+def test_a_discriminator_only_architecture_passes_the_kit_and_check_plugin_takes_test_shapes():
+    critic_only = broken(Linear, name="kit-critic-only",
+                         supports=lambda self, role, i, o: None if role == "discriminator" and len(i) == 1 else "discriminators only")
+    check_architecture(critic_only)
+    plugin = types.SimpleNamespace(register_architectures=hookimpl(lambda register: register(critic_only)))
+    check_plugin(plugin, name="critic-only", shapes={"kit-critic-only": [("discriminator", (5,), (1,))]})
+    with pytest.raises(AssertionError, match="refuses every test shape"):
+        check_plugin(plugin, name="critic-only", shapes={"kit-critic-only": [("generator", (5,), (5,))]})
+
+
+class Envelope(Square):
+    """A rejection sampler on [0, side]^2 seen through propose/envelope (target: uniform)."""
+
+    name = "kit-envelope"
+
+    def envelope(self, x):
+        return torch.full(x.shape[:1], 1.25 / self.config["side"] ** 2, device=x.device)
+
+    def propose(self, n, generator, device):
+        x = self.sample(n, generator, device)
+        y = torch.rand(n, generator=generator, device=device) * self.envelope(x)
+        p = torch.full((n,), 1.0 / self.config["side"] ** 2, device=device)
+        return x, y, p, y <= p
+
+
+def test_the_kit_checks_the_capabilities_a_sampler_declares():
+    from explorer.capabilities import capabilities
+
+    assert capabilities(Envelope) == ["log_prob", "propose", "envelope"]
+    check_sampler(Envelope)
+    with pytest.raises(AssertionError, match="the envelope M q"):
+        check_sampler(broken(Envelope, envelope=lambda self, x: torch.full(x.shape[:1], 0.5 / self.config["side"] ** 2)))
+    with pytest.raises(AssertionError, match="only one of propose"):
+        check_sampler(broken(Square, name="kit-half", envelope=lambda self, x: x[:, 0]))
+    with pytest.raises(AssertionError, match="accepted must be the boolean mask"):
+        check_sampler(broken(Envelope, propose=lambda self, n, g, d: (torch.zeros(n), torch.zeros(n), torch.ones(n), torch.zeros(n))))
+    with pytest.raises(AssertionError, match=re.escape("labels() is defined but dataset() returns None")):
+        check_sampler(broken(Square, name="kit-labels", labels=lambda self: torch.zeros(3, dtype=torch.long)))
+
+
+def test_the_kit_honours_genex_torch_threads():
+    import subprocess
+
+    code = "import explorer.testing, torch; print(torch.get_num_threads())"
+    env = {**__import__("os").environ, "GENEX_TORCH_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "1"
 
 
 def test_an_objective_without_discriminator_is_called_with_none():
@@ -228,6 +286,7 @@ def test_an_objective_without_discriminator_is_called_with_none():
 
 class MeanGap(Metric):
     name, summary = "kit-mean-gap", "distance between the means"
+    directions = {"mean_gap": "lower", "gap": "lower", "other": "lower"}
 
     def compute(self, real, fake, context):
         return {"mean_gap": (real.mean(0) - fake.mean(0)).norm().item()}
@@ -247,6 +306,7 @@ def test_a_good_metric_passes_on_every_reference_data_set():
     (lambda self, r, f, c: {"gap": torch.rand(()).item()}, "two calls with the same inputs"),
     (lambda self, r, f, c: {"gap": f.mul_(2).mean().item()}, "modified its input"),
     (lambda self, r, f, c: {"gap": 1.0} if f.mean() < 1.0 else {"other": 1.0}, "keys change"),
+    (lambda self, r, f, c: {"distance": 1.0}, "directions does not say which way is better for ['distance']"),
 ])
 def test_the_kit_catches_a_broken_metric(compute, message):
     with pytest.raises(AssertionError, match=re.escape(message)):

@@ -152,3 +152,14 @@ def test_the_generated_package_installs_with_pip_shows_up_in_genex_plugins_and_p
     assert all(c["distribution"] == "generative-explorer-piped" and c["version"] == "0.1.0" for c in ours.values())
     tested = run("-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs", str(target))
     assert tested.returncode == 0 and "3 passed" in tested.stdout, tested.stdout[-3000:] + tested.stderr[-2000:]
+
+
+def test_new_plugin_can_choose_the_module_name(tmp_path, capsys):
+    assert genex(["new-plugin", "chosen", "--kinds", "metric", "--module", "my_metrics", "--dir", str(tmp_path)]) == 0
+    target = tmp_path / "generative-explorer-chosen"
+    assert (target / "my_metrics" / "__init__.py").is_file() and (target / "my_metrics" / "metric.py").is_file()
+    assert 'chosen = "my_metrics"' in (target / "pyproject.toml").read_text()
+    assert "import my_metrics as plugin" in (target / "tests" / "test_plugin.py").read_text()
+    assert genex(["new-plugin", "other", "--module", "Not-A-Module", "--dir", str(tmp_path)]) == 2
+    assert "not a usable module name" in capsys.readouterr().err
+    assert not (tmp_path / "generative-explorer-other").exists()

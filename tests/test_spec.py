@@ -100,3 +100,15 @@ def test_diff_specs_lists_only_what_differs():
     a = parse_spec({"objective": "minimax"}).to_dict()
     b = parse_spec({"objective": "nonsaturating"}).to_dict()
     assert diff_specs(a, b) == {"objective.name": ("minimax", "nonsaturating")}
+
+
+def test_every_declared_setting_is_a_typed_attribute_of_the_spec():
+    from explorer.spec import SETTINGS, Spec, parse_spec
+
+    spec = parse_spec({"steps": 123, "seed": 4})
+    for p in SETTINGS:
+        assert isinstance(getattr(Spec, p.name), property), p.name  # declared, not guessed by __getattr__
+        assert getattr(spec, p.name) == spec.settings[p.name]
+    assert spec.steps == 123 and spec.seed == 4
+    with pytest.raises(AttributeError):
+        spec.stpes  # noqa: B018  (a misspelt setting is an error, not a lookup)

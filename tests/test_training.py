@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from explorer import Objective, hookimpl
+from explorer import Architecture, Metric, Objective, Sampler, hookimpl
 from explorer.manager import execute, run_foreground
 from explorer.pipeline import Pipeline
 from explorer.registry import get_registry
@@ -133,6 +134,7 @@ def test_a_component_that_raises_fails_only_its_run_and_names_the_plugin(registr
     err = state.view().error
     assert state.view().status == "failed"
     assert "boom from a plugin" in err and "test-objectives" in err and "raises-at-23" in err
+    assert "step 23:" in err  # the step that raised, counted as the NaN guard counts it
     # The next run in the same process is unaffected.
     _, ok = run_foreground(parse_spec(FAST, registry), out=tmp_path / "ok", registry=registry)
     assert ok.view().status == "finished"
@@ -239,3 +241,183 @@ def test_an_objective_drawing_random_numbers_reproduces_from_the_seed():
     same_a, same_b, other = (losses(t.state.view().history) for t in runs)
     assert same_a == same_b
     assert same_a != other
+
+
+class SpectralMLP(Architecture):
+    """A discriminator whose layers carry state updated in ``forward``: spectral norm's power iteration
+    (Miyato et al. 2018) advances ``_u`` on every call in training mode, and dropout draws from torch's
+    global random stream."""
+
+    name = "sn-mlp"
+    summary = "test architecture: spectrally normalised MLP with dropout"
+
+    def supports(self, role, in_shape, out_shape):
+        return None if role == "discriminator" else "sn-mlp builds discriminators only"
+
+    def build(self, role, in_shape, out_shape):
+        sn = torch.nn.utils.parametrizations.spectral_norm
+        return torch.nn.Sequential(torch.nn.Flatten(), sn(torch.nn.Linear(math.prod(in_shape), 32)), torch.nn.LeakyReLU(0.2),
+                                   torch.nn.Dropout(0.1), sn(torch.nn.Linear(32, 1)))
+
+
+class _SpectralPlugin:
+    @hookimpl
+    def register_architectures(self, register):
+        register(SpectralMLP)
+
+    @hookimpl
+    def register_objectives(self, register):
+        register(RandomisedObjective)
+
+
+@pytest.fixture
+def spectral():
+    reg = get_registry()
+    reg.add_plugin(_SpectralPlugin(), name="test-spectral")
+    yield reg
+    reg.remove_plugin("test-spectral")
+
+
+def _final_state(trainer):
+    p = trainer.p
+    return {**{f"G.{k}": v for k, v in p.G.state_dict().items()}, **{f"D.{k}": v for k, v in p.D.state_dict().items()},
+            "samples": p.G(p.view_z).detach()}
+
+
+def test_a_spectral_norm_discriminator_learns_the_same_for_any_snapshot_schedule(spectral):
+    """Watching never changes learning: spectral norm's power-iteration vectors, dropout's global stream
+    and the objective's own stream are left as they were by every view, however often it is taken."""
+    raw = {**FAST, "steps": 100, "objective": "randomised", "discriminator": "sn-mlp", "checkpoint_every": 0,
+           "metrics": ["energy-distance", "mode-coverage"], "metric_every": 20}
+    a, status_a = train({**raw, "snapshot_every": 7})
+    b, status_b = train({**raw, "snapshot_every": 100, "metric_every": 50})
+    c, _ = train({**raw, "snapshot_every": 100}, TrainerConfig(snapshot_hz=10_000, arrows=True))  # the app's live views
+    assert status_a == status_b == "finished"
+    final_a, final_b, final_c = _final_state(a), _final_state(b), _final_state(c)
+    assert any("_u" in k for k in final_a)  # the power-iteration vector is there to be disturbed
+    for key in final_a:
+        assert torch.equal(final_a[key], final_b[key]), key
+        assert torch.equal(final_a[key], final_c[key]), key
+    assert losses(b.state.view().history) == losses(c.state.view().history)  # same log schedule, same numbers
+
+
+def test_a_view_leaves_every_module_random_stream_and_sampler_as_it_was(spectral):
+    from explorer.snapshots import take_snapshot
+
+    pipe = Pipeline(parse_spec({**FAST, "objective": "randomised", "discriminator": "sn-mlp",
+                                "data": {"name": "metropolis-hastings", "chains": 16, "burn_in": 20}}))
+    before = {k: v.clone() for k, v in pipe.D.state_dict().items()}
+    global_rng, objective_rng = torch.get_rng_state(), pipe.objective.generator.get_state()
+    chains = pipe.data.state_dict()
+    take_snapshot(pipe, 0, arrows=True)
+    for k, v in pipe.D.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    assert torch.equal(torch.get_rng_state(), global_rng)
+    assert torch.equal(pipe.objective.generator.get_state(), objective_rng)
+    assert all(torch.equal(v, chains[k]) for k, v in pipe.data.state_dict().items() if isinstance(v, torch.Tensor))
+    assert pipe.D.training and pipe.G.training
+
+
+@pytest.mark.parametrize("objective", ["explodes-at-23", "raises-at-23"])
+def test_an_exception_and_a_nan_at_the_same_call_report_the_same_step_in_the_error_and_the_status(registry, tmp_path, objective):
+    spec = parse_spec({**FAST, "objective": objective, "checkpoint_every": 0, "snapshot_every": 1000}, registry)
+    store, state = run_foreground(spec, out=tmp_path / "run", registry=registry)
+    view, status = state.view(), store.read_status()
+    assert view.status == status["status"] == "failed"
+    assert "step 23" in view.error and "step 22" not in view.error and "step 30" not in view.error
+    assert view.step == status["step"] == 23
+
+
+class RaisingMetric(Metric):
+    name = "raises-always"
+    summary = "test metric that raises"
+
+    def compute(self, real, fake, context):
+        raise ValueError("metric boom")
+
+
+class _MetricPlugin:
+    @hookimpl
+    def register_metrics(self, register):
+        register(RaisingMetric)
+
+
+def test_a_metric_that_raises_fails_only_that_metric_naming_its_plugin(tmp_path):
+    reg = get_registry()
+    reg.add_plugin(_MetricPlugin(), name="test-bad-metric")
+    try:
+        spec = parse_spec({**FAST, "metrics": ["raises-always", "energy-distance"], "metric_every": 20}, reg)
+        store, state = run_foreground(spec, out=tmp_path / "run", registry=reg)
+    finally:
+        reg.remove_plugin("test-bad-metric")
+    view = state.view()
+    assert view.status == "finished"
+    assert "raises-always" in view.error and "test-bad-metric" in view.error and "metric boom" in view.error
+    metric_records = [r for r in store.read_metrics() if r.get("kind") == "metric"]
+    assert [r["step"] for r in metric_records] == [20, 40, 60]
+    assert all("energy_distance" in r for r in metric_records)
+    assert "raises-always" in metric_records[0]["errors"] and "errors" not in metric_records[1]  # asked once only
+
+
+def test_records_declare_their_kind_and_old_records_are_still_told_apart():
+    from explorer.records import record_kind
+
+    trainer, _ = train({**FAST, "metrics": ["energy-distance"], "metric_every": 30})
+    kinds = {record_kind(r) for r in trainer.state.view().history}
+    assert kinds == {"loss", "metric"}
+    assert all(r["kind"] in ("loss", "metric") for r in trainer.state.view().history)
+    assert record_kind({"step": 1, "g_loss": 0.7}) == "loss"
+    assert record_kind({"step": 1, "d_loss": 0.7, "mmd2": 0.1}) == "loss"
+    assert record_kind({"step": 1, "energy_distance": 0.1}) == "metric"
+
+
+def test_resuming_never_hides_an_optimiser_state_that_does_not_fit(tmp_path):
+    from explorer.errors import CheckpointError
+
+    first, _ = train({**FAST, "steps": 10})
+    state = first.p.state_dict()
+    other = Pipeline(parse_spec({**FAST, "steps": 20, "optim": {"generator": {"name": "sgd"}}}))
+    state["opt_g"]["param_groups"][0]["params"] = [0]  # an optimiser state for another set of parameters
+    with pytest.raises(CheckpointError, match="generator's optimiser state"):
+        other.load_state_dict(state)
+    other.load_state_dict(state, strict=False)
+    assert other.resume_notes and "generator's optimiser" in other.resume_notes[0]
+    assert other.step == 10
+
+
+class PickySampler(Sampler):
+    name = "picky"
+    summary = "test sampler whose saved state never loads"
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.shape = (2,)
+
+    def sample(self, n, generator, device):
+        return torch.randn(n, 2, generator=generator, device=device)
+
+    def state_dict(self):
+        return {"position": torch.zeros(2)}
+
+    def load_state_dict(self, state):
+        raise ValueError("wrong shape")
+
+
+class _PickyPlugin:
+    @hookimpl
+    def register_samplers(self, register):
+        register(PickySampler)
+
+
+def test_resuming_never_hides_a_sampler_state_that_does_not_load():
+    from explorer.errors import CheckpointError
+
+    reg = get_registry()
+    reg.add_plugin(_PickyPlugin(), name="test-picky")
+    try:
+        spec = parse_spec({**FAST, "data": "picky", "steps": 10}, reg)
+        state = Pipeline(spec).state_dict()
+        with pytest.raises(CheckpointError, match="data sampler 'picky' refused its saved state"):
+            Pipeline(spec).load_state_dict(state)
+    finally:
+        reg.remove_plugin("test-picky")

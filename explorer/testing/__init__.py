@@ -20,6 +20,7 @@ says what to fix. They take a second or two each on a CPU. When a component para
 from __future__ import annotations
 
 import math
+import os
 from typing import Any, Mapping
 
 import torch
@@ -29,6 +30,18 @@ from explorer.testing._base import _Fail, _merged, check_params
 from explorer.testing.metrics import check_metric, reference_data
 from explorer.testing.networks import check_architecture, check_objective
 from explorer.testing.samplers import check_sampler
+
+
+def _threads() -> None:
+    """Honour ``GENEX_TORCH_THREADS`` (as the app and the CLI do): the checks train small networks,
+    which many OpenMP threads on a shared machine slow down by an order of magnitude."""
+    if os.environ.get("GENEX_TORCH_THREADS", "").isdigit():
+        from explorer.device import configure_threads
+
+        configure_threads()
+
+
+_threads()
 
 CHECKS = {"sampler": check_sampler, "architecture": check_architecture, "objective": check_objective, "metric": check_metric}
 
@@ -46,14 +59,19 @@ def check_component(cls: type[Component], device: str | torch.device = "cpu", pa
     except (TypeError, ValueError) as exc:
         raise _Fail(cls)(f"the registry would reject it: {exc}") from None
     extra = {"data": kw.pop("data")} if kind == "metric" and "data" in kw else {}
+    if kind == "architecture" and "shapes" in kw:
+        extra["shapes"] = kw.pop("shapes")
     CHECKS[kind](cls, device=device, params=_merged(params, kw), **extra)
 
 
 def check_plugin(plugin: Any, name: str | None = None, device: str | torch.device = "cpu",
-                 params: Mapping[str, Mapping[str, Any]] | None = None) -> Any:
+                 params: Mapping[str, Mapping[str, Any]] | None = None,
+                 shapes: Mapping[str, Any] | None = None) -> Any:
     """Register ``plugin`` (a module or object with hooks) in a fresh registry, require no load errors
     and no name clash with the installed plugins, and run :func:`check_component` on each component
-    (``params`` maps a component name to the parameters to check it with).
+    (``params`` maps a component name to the parameters to check it with; ``shapes`` maps an
+    architecture's name to the ``[(role, in_shape, out_shape), ...]`` to build it for, instead of
+    :data:`~explorer.testing.networks.SHAPES`).
 
     Returns the installed registry with this plugin in it (for :func:`check_training`).
     """
@@ -76,8 +94,11 @@ def check_plugin(plugin: Any, name: str | None = None, device: str | torch.devic
     params = params or {}
     # Metrics are tried on the reference data sets and on this plugin's own samplers.
     samplers = [info.cls(**params.get(info.name, {})) for info in mine if info.kind == "sampler"]
+    shapes = shapes or {}
     for info in mine:
-        extra = {"data": reference_data() + samplers} if info.kind == "metric" else {}
+        extra: dict[str, Any] = {"data": reference_data() + samplers} if info.kind == "metric" else {}
+        if info.kind == "architecture" and info.name in shapes:
+            extra["shapes"] = shapes[info.name]
         check_component(info.cls, device=device, params=params.get(info.name), **extra)
     return installed
 
@@ -99,6 +120,7 @@ def check_training(spec: Mapping[str, Any], registry: Any = None, steps: int = 2
     for ``steps`` steps in memory on the CPU, metrics included; require it to finish with finite
     losses. Returns the final :class:`~explorer.training.RunView`."""
     from explorer.pipeline import Pipeline
+    from explorer.records import LOSS, record_kind
     from explorer.spec import parse_spec
     from explorer.training import Trainer, TrainerConfig
 
@@ -110,7 +132,7 @@ def check_training(spec: Mapping[str, Any], registry: Any = None, steps: int = 2
     view = trainer.state.view()
     if status != "finished":
         raise AssertionError(f"training {spec!r} ended {status}: {view.error}")
-    losses = [r for r in view.history if "g_loss" in r]
+    losses = [r for r in view.history if record_kind(r) == LOSS]
     if not losses or not all(math.isfinite(v) for r in losses for v in r.values() if isinstance(v, float)):
         raise AssertionError(f"training {spec!r} logged no finite losses: {losses}")
     return view

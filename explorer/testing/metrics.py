@@ -9,7 +9,7 @@ from typing import Any, Iterable, Mapping
 import torch
 from torch import Tensor
 
-from explorer.components import Metric, MetricContext, Sampler
+from explorer.components import DIRECTIONS, Metric, MetricContext, Sampler
 from explorer.testing._base import RESERVED_KEYS, _build, _Fail, _gen, _merged, _own_rng
 
 
@@ -102,7 +102,8 @@ def check_metric(cls: type[Metric], device: str | torch.device = "cpu", data: Sa
                  params: Mapping[str, Any] | None = None, **kw: Any) -> None:
     """On each data set it ``applies`` to (``data``, or the reference data sets): ``compute`` returns
     ``{str: finite float}`` when real and fake come from the data, the same keys (NaN allowed) for
-    shifted fakes, the same values twice under a seed, and leaves its inputs untouched."""
+    shifted fakes, the same values twice under a seed, and leaves its inputs untouched; ``directions``
+    says for every returned key whether higher or lower is better (or None)."""
     fail, device = _Fail(cls), torch.device(device)
     params = _merged(params, kw)
     metric = _build(cls, params, fail)
@@ -130,6 +131,12 @@ def check_metric(cls: type[Metric], device: str | torch.device = "cpu", data: Sa
         fail.check(all(again[k] == same[k] or (math.isnan(again[k]) and math.isnan(same[k])) for k in same),
                    f"on {d.summary}: two calls with the same inputs and seed gave {same} and {again}",
                    "take randomness from context.generator or a seeded generator of your own")
+        undeclared = sorted(set(same) - set(cls.directions))
+        fail.check(not undeclared, f"directions does not say which way is better for {undeclared}",
+                   'declare directions = {"key": "higher" | "lower" | None} for every key compute() returns '
+                   "(None: a diagnostic with no better direction)")
+    fail.check(isinstance(cls.directions, Mapping) and all(v in DIRECTIONS for v in cls.directions.values()),
+               f"directions is {cls.directions!r}", 'map each key to "higher", "lower" or None')
 
 
 def _well_formed(out: Any, data: Sampler, fail: _Fail) -> dict[str, float]:

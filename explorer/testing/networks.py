@@ -67,10 +67,8 @@ def check_architecture(cls: type[Architecture], device: str | torch.device = "cp
             fail.check(x.grad is not None and _finite(x.grad) and bool(x.grad.abs().sum() > 0),
                        f"{at}: no gradient reaches the input", "the generator learns through D(G(z)): never detach the input")
         built[role] += 1
-    for role, count in built.items():
-        if shapes is None:
-            fail.check(count, f"supports() refuses every test shape for the {role}",
-                       f"pass shapes=[('{role}', in_shape, out_shape), ...] that it supports")
+    fail.check(sum(built.values()), "supports() refuses every test shape",
+               "pass shapes=[(role, in_shape, out_shape), ...] that it supports (check_plugin: shapes={name: [...]})")
 
 
 class _Flat(nn.Module):
@@ -108,6 +106,17 @@ def check_objective(cls: type[Objective], device: str | torch.device = "cpu",
     params = _merged(params, kw)
     obj = _build(cls, params, fail)
     needs_d = obj.needs_discriminator
+
+    def seeded_call(what: str, *args: Any) -> Any:
+        """Call a loss as the trainer does: ``obj.generator`` seeded, torch's global stream off limits."""
+        obj.generator = _gen(3, device)
+        before = _global_states(device)
+        out = getattr(obj, what)(*args)
+        fail.check(all(torch.equal(a, b) for a, b in zip(before, _global_states(device))),
+                   f"{what} drew from torch's global random stream",
+                   "draw from self.generator (torch.rand(..., generator=self.generator)); the pipeline seeds it")
+        return out
+
     for shape in ((2,), (1, 8, 8)):
         d = math.prod(shape)
         torch.manual_seed(0)
@@ -118,28 +127,24 @@ def check_objective(cls: type[Objective], device: str | torch.device = "cpu",
         if needs_d:
             with torch.no_grad():
                 fake = G(z)
-            torch.manual_seed(3)
-            loss = _check_loss(obj.discriminator_loss(D, real, fake), "discriminator_loss", fail)
+            loss = _check_loss(seeded_call("discriminator_loss", D, real, fake), "discriminator_loss", fail)
             loss.backward()
             grads = [p.grad for p in D.parameters()]
             fail.check(all(g is not None and _finite(g) for g in grads) and any(bool(g.abs().sum() > 0) for g in grads),
                        f"discriminator_loss {shape}: D's parameters get no (finite) gradient")
             fail.check(all(p.grad is None for p in G.parameters()), "discriminator_loss reached G's parameters")
-            torch.manual_seed(3)
-            again, _ = normalise_loss(obj.discriminator_loss(D, real, fake), "discriminator_loss")
+            again, _ = normalise_loss(seeded_call("discriminator_loss", D, real, fake), "discriminator_loss")
             fail.check(torch.allclose(loss, again), "discriminator_loss differs between two calls under the same seed")
             D.zero_grad(set_to_none=True)
         fake = G(z)
         fake.retain_grad()
-        torch.manual_seed(3)
-        loss = _check_loss(obj.generator_loss(D, real, fake), "generator_loss", fail)
+        loss = _check_loss(seeded_call("generator_loss", D, real, fake), "generator_loss", fail)
         loss.backward()
         fail.check(fake.grad is not None and _finite(fake.grad) and bool(fake.grad.abs().sum() > 0),
                    f"generator_loss {shape}: no gradient reaches the fake samples", "build the loss from fake (through D)")
         fail.check(all(p.grad is not None and _finite(p.grad) for p in G.parameters()),
                    f"generator_loss {shape}: G's parameters get no (finite) gradient")
-        torch.manual_seed(3)
-        again, _ = normalise_loss(obj.generator_loss(D, real, G(z)), "generator_loss")
+        again, _ = normalise_loss(seeded_call("generator_loss", D, real, G(z)), "generator_loss")
         fail.check(torch.allclose(loss, again), "generator_loss differs between two calls under the same seed")
         if shape == (2,):
             pts = torch.randn(50, 2, generator=_gen(4, device), device=device)
@@ -147,4 +152,14 @@ def check_objective(cls: type[Objective], device: str | torch.device = "cpu",
             if crit is not None:
                 fail.check(isinstance(crit, Tensor) and crit.numel() == 50 and _finite(crit.detach()),
                            "critic() must return None or one finite value per point")
-    fail.check(isinstance(obj.formula, str), "formula must be a string")
+    for attr in ("formula", "explanation", "critic_explanation", "critic_formula"):
+        fail.check(isinstance(getattr(obj, attr, ""), str), f"{attr} must be a string")
+    fail.check(bool(obj.explanation.strip() or cls.summary.strip()), "neither explanation nor summary says what it does",
+               "set explanation: two or three sentences for the Train page")
+
+
+def _global_states(device: torch.device) -> list[Tensor]:
+    states = [torch.random.get_rng_state()]
+    if device.type == "cuda":
+        states.append(torch.cuda.get_rng_state(device))
+    return states

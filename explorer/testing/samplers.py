@@ -22,7 +22,9 @@ def check_sampler(cls: type[Sampler], device: str | torch.device = "cpu", params
     reproduces it; torch's global RNG is untouched); ``state_dict`` survives ``torch.save`` /
     ``torch.load(weights_only=True)`` and a fresh instance loaded with it continues the same stream
     (what a resumed run relies on); ``log_prob`` (when defined) is ``[n]``, finite on
-    samples and, in 1-D and 2-D, integrates to 1; 1-D ``cdf``/``icdf`` agree. Returns the instance."""
+    samples and, in 1-D and 2-D, integrates to 1; 1-D ``cdf``/``icdf`` agree; the optional
+    capabilities it declares (``propose``/``envelope``, ``trace``, ``labels``: see
+    :mod:`explorer.capabilities`) keep their protocols. Returns the instance."""
     fail, device = _Fail(cls), torch.device(device)
     params = _merged(params, kw)
     s = _build(cls, params, fail)
@@ -68,7 +70,59 @@ def check_sampler(cls: type[Sampler], device: str | torch.device = "cpu", params
         _check_log_prob(s, x, device, fail)
     if s.data_kind == "1d" and type(s).cdf is not Sampler.cdf:
         _check_cdf(s, x, fail)
+    _check_capabilities(s, device, fail)
     return s
+
+
+def _offered(fn: Any, *args: Any) -> Any:
+    """Call a capability; None when it raises NotImplementedError (not offered for this configuration)."""
+    try:
+        return fn(*args)
+    except NotImplementedError:
+        return None
+
+
+def _check_capabilities(s: Sampler, device: torch.device, fail: _Fail) -> None:
+    """The optional protocols of :mod:`explorer.capabilities` that the sampler declares."""
+    from explorer.capabilities import has_capability
+
+    fail.check(has_capability(s, "propose") == has_capability(s, "envelope"),
+               "it defines only one of propose() and envelope()", "rejection samplers define both (see explorer.capabilities)")
+    if has_capability(s, "propose"):
+        out = _offered(s.propose, 200, _gen(5, device), device)
+        if out is not None:
+            fail.check(isinstance(out, tuple) and len(out) == 4 and all(isinstance(t, Tensor) for t in out),
+                       "propose() must return four tensors (x, y, p, accepted)")
+            x, y, p, acc = out
+            fail.check(all(t.shape[0] == 200 for t in out) and all(t.numel() == 200 for t in out[1:]),
+                       "propose(200) must return 200 proposals x and 200 values of each of y, p, accepted")
+            fail.check(acc.dtype == torch.bool and torch.equal(acc.reshape(-1), (y <= p).reshape(-1)),
+                       "accepted must be the boolean mask y <= p(x)")
+            env = s.envelope(x)
+            fail.check(isinstance(env, Tensor) and env.numel() == 200 and _finite(env),
+                       "envelope(x) must be finite, one value per proposal")
+            fail.check(bool((y.reshape(-1) <= env.reshape(-1) * (1 + 1e-5) + 1e-12).all()),
+                       "a proposal's height y lies above the envelope", "y = u * envelope(x) with u ~ U(0, 1)")
+            fail.check(bool((p.reshape(-1) <= env.reshape(-1) * (1 + 1e-4) + 1e-9).all()),
+                       "the envelope M q(x) lies below the target density p(x) somewhere", "raise M")
+    if has_capability(s, "trace"):
+        before = s.state_dict()
+        tr = _offered(s.trace, 50, _gen(6, device), device)
+        if tr is not None:
+            fail.check(isinstance(tr, Tensor) and tr.shape[0] == 50 and _finite(tr),
+                       "trace(50) must return 50 finite states", "return one chain's states [n_steps]")
+            again = s.trace(50, _gen(6, device), device)
+            fail.check(torch.equal(tr, again), "trace() differs between two calls with the same seed")
+            after = s.state_dict()
+            fail.check(before.keys() == after.keys() and all(not isinstance(v, Tensor) or torch.equal(v, after[k]) for k, v in before.items()),
+                       "trace() moved the sampling chains", "run the trace on a fresh chain of its own")
+    if has_capability(s, "labels"):
+        data = s.dataset()
+        y = _offered(s.labels)
+        if y is not None:
+            fail.check(data is not None, "labels() is defined but dataset() returns None", "labels describe dataset()'s rows")
+            fail.check(isinstance(y, Tensor) and y.dim() == 1 and y.shape[0] == data.shape[0] and not y.is_floating_point(),
+                       "labels() must be an integer tensor [N], one label per row of dataset()")
 
 
 def _check_state(cls: type[Sampler], params: Mapping[str, Any], s: Sampler, device: torch.device, fail: _Fail) -> None:

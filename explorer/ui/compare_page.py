@@ -15,7 +15,7 @@ import streamlit as st
 
 from explorer import compare
 from explorer.errors import ExplorerError
-from explorer.runs import ACTIVE, RunStore, iter_runs, open_run
+from explorer.runs import ACTIVE, RunStore, common_snapshot_steps, iter_runs, open_run
 from explorer.spec import SLOTS, resolve
 from explorer.ui import charts, state, urlspec, views
 from explorer.ui.presets import load_presets
@@ -209,7 +209,7 @@ def draw_comparison(info: dict[str, Any]) -> None:
     # Small multiples, in step: the latest of each, or the saved snapshot every run has at one step.
     st.markdown("**Samples**")
     stores = [r["store"] for r in rows if r["store"] is not None]
-    steps = compare.common_steps(stores)
+    steps = common_snapshot_steps(stores)
     c = st.columns([1, 3])
     mode = c[0].segmented_control("show", ["latest", "same step"], default="same step" if steps and not active else "latest",
                                   key="cmp.mode") or "latest"
@@ -224,7 +224,7 @@ def draw_comparison(info: dict[str, Any]) -> None:
     for i, r in enumerate(rows):
         snap = r["snapshot"] if mode == "latest" and r["snapshot"] is not None else None
         if snap is None and r["store"] is not None and (mode == "latest" or step is not None):
-            snap = compare.load_snapshot(r["store"], step if mode == "same step" else None)
+            snap = r["store"].load_snapshot(step if mode == "same step" else None)
         with cols[i % len(cols)]:
             st.caption(f"{r['label']}" + (f" · step {snap.step:,}" if snap is not None else ""))
             critic = "D(x)" if (r["store"] and r["store"].read_spec().get("discriminator")) else "witness"
@@ -246,12 +246,13 @@ def draw_comparison(info: dict[str, Any]) -> None:
     # Final and best values, sortable.
     table = []
     for r in rows:
-        final, best = compare.final_and_best(r["history"])
+        directions = compare.metric_directions(r["store"].read_spec(), reg) if r["store"] is not None else {}
+        final, best = compare.final_and_best(r["history"], directions)
         row = {"run": r["label"], "status": r["status"], "step": r["step"]}
         row.update({k: v for k, v in final.items()})
         row.update({f"best {k}": v for k, v in best.items()})
         table.append(row)
-    st.markdown("**Final and best values** (click a column to sort; best = lowest, or highest for modes, coverage, p-values)")
+    st.markdown("**Final and best values** (click a column to sort; best = highest or lowest, as each metric declares)")
     st.dataframe(pd.DataFrame(table), hide_index=True, width="stretch", key="cmp.table")
     specs = {r["label"]: r["store"].read_spec() for r in rows if r["store"] is not None}
     diff = compare.spec_diff_rows(specs)

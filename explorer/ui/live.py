@@ -11,8 +11,9 @@ from typing import Any
 
 import streamlit as st
 
+from explorer.records import split_records
 from explorer.runs import ACTIVE, RunStore
-from explorer.snapshots import Snapshot, snapshot_from_arrays
+from explorer.snapshots import Snapshot
 from explorer.training import RunView
 from explorer.ui import charts, explain, views
 
@@ -23,9 +24,8 @@ STATUS_ICONS = {"queued": ":material/schedule:", "running": ":material/play_arro
 
 def split_history(history: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Loss records (logged every log_every steps) and metric records (every metric_every steps)."""
-    losses = [r for r in history if "g_loss" in r]
-    metrics = [r for r in history if "g_loss" not in r]
-    return losses, metrics
+    losses, metrics = split_records(history)
+    return list(losses), list(metrics)
 
 
 def rate_text(steps_per_s: float) -> str:
@@ -126,22 +126,9 @@ def draw_live(view: RunView, name: str, has_critic: bool, key: str, starting: bo
         draw_curves(view.history, name, key)
 
 
-def _kind_of(fake: Any) -> str:
-    if fake.ndim == 4:
-        return "image"
-    if fake.ndim == 2 and fake.shape[1] in (1, 2):
-        return f"{fake.shape[1]}d"
-    return "vector"
-
-
 def view_from_disk(store: RunStore) -> tuple[RunView, str]:
     """A RunView of a run that is not live here, from its folder: status, metrics, last snapshot."""
     summary = store.summary()
-    snap = None
-    steps = store.snapshot_steps()
-    if steps:
-        arrays = store.load_snapshot_arrays(steps[-1])
-        if arrays is not None:
-            snap = snapshot_from_arrays(arrays, _kind_of(arrays["fake"]))
+    snap = store.load_snapshot()
     view = RunView(summary.status, summary.step, summary.total_steps, 0.0, "", store.read_metrics(), snap, summary.error, 0.0)
     return view, summary.name

@@ -20,6 +20,7 @@ import tomli_w
 
 from explorer import archive, compare
 from explorer.errors import ExplorerError
+from explorer.records import LOSS, record_kind
 from explorer.runs import ACTIVE, RunStore, iter_runs, runs_root
 from explorer.spec import parse_value
 from explorer.ui import charts, state, urlspec, views
@@ -161,7 +162,7 @@ def clean_history(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for kind in (True, False):  # loss records, then metric records
         part: list[dict[str, Any]] = []
         for rec in records:
-            if ("g_loss" in rec) != kind:
+            if (record_kind(rec) == LOSS) != kind:
                 continue
             while part and part[-1]["step"] >= rec["step"]:
                 part.pop()
@@ -299,7 +300,7 @@ with tab_snaps:
         st.caption("No snapshot saved yet (one is saved every `snapshot_every` steps).")
     else:
         step = st.select_slider("step", steps, value=steps[-1], key="runs.snap_step") if len(steps) > 1 else steps[0]
-        snap = compare.load_snapshot(store, step)
+        snap = store.load_snapshot(step)
         if snap is not None and (snap.kind == "image" or len(snap.real)):
             has_d = spec_dict.get("discriminator") is not None
             views.draw_snapshot(snap, opts=views.ViewOptions(height=380), critic_title="D(x)" if has_d else "witness", key="runs.snap")

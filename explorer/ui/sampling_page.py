@@ -7,11 +7,24 @@ import numpy as np
 import streamlit as st
 import torch
 
+from explorer.capabilities import has_capability
 from explorer.ui import sampling_views as sv
 from explorer.ui import state
 from explorer.ui.widgets import params_widgets
 
 reg = state.registry()
+
+
+def offering(*needed: str, preferred: str) -> list[str]:
+    """The installed samplers that declare every capability in ``needed``, ``preferred`` first."""
+    names = [n for n, info in reg.components["sampler"].items() if all(has_capability(info.cls, c) for c in needed)]
+    return sorted(names, key=lambda n: (n != preferred, n))
+
+
+def choose(names: list[str], key: str) -> str:
+    return names[0] if len(names) == 1 else st.selectbox("sampler", names, key=key,
+                                                          help="Every installed sampler that offers this view.")
+
 
 st.title("Sampling")
 st.caption("Before any network: the exact transforms. Uniform noise in blue, the target distribution in orange, "
@@ -64,16 +77,18 @@ with tab_rej:
                 "the point falls under p(x) (von Neumann 1951). The kept points are exact draws from p, and a "
                 "fraction 1/M of proposals is kept: the tighter the envelope, the cheaper the samples.")
     st.latex(r"x \sim q,\ u \sim \mathcal{U}(0,1):\ \text{accept if } u\,M\,q(x) \le p(x);\qquad P(\text{accept}) = 1/M")
-    if "rejection" not in reg.components["sampler"]:
-        st.warning("The `rejection` sampler is not installed (see the Plugins page).")
+    rejecters = offering("propose", "envelope", preferred="rejection")
+    if not rejecters:
+        st.warning("No installed sampler offers `propose` and `envelope` (the built-in `rejection` does; see the Plugins page).")
     else:
         controls, body = st.columns([1, 3], gap="large")
         with controls:
-            params = params_widgets(reg.get("sampler", "rejection").cls.params, "samp.rej")
+            rej_name = choose(rejecters, "samp.rej.sampler")
+            params = params_widgets(reg.get("sampler", rej_name).cls.params, f"samp.rej.{rej_name}" if rej_name != "rejection" else "samp.rej")
             n = st.select_slider("proposals", [200, 500, 1000, 2000, 5000, 20_000], value=2000, key="samp.rej.n")
             seed = st.number_input("seed", value=0, min_value=0, step=1, key="samp.rej.seed")
         with body:
-            sampler, error = sv.safe_create(reg, "rejection", params)
+            sampler, error = sv.safe_create(reg, rej_name, params)
             if error:
                 st.error(error)
             else:
@@ -105,16 +120,19 @@ with tab_mh:
                 "sample costs. Too small a step accepts nearly everything and crawls; too large a step rejects nearly everything.")
     st.latex(r"x' = x + \sigma\varepsilon,\ \varepsilon\sim\mathcal{N}(0,1);\qquad "
              r"\alpha(x \to x') = \min\!\left(1, \frac{p(x')}{p(x)}\right)")
-    if "metropolis-hastings" not in reg.components["sampler"]:
-        st.warning("The `metropolis-hastings` sampler is not installed (see the Plugins page).")
+    chains = offering("trace", preferred="metropolis-hastings")
+    if not chains:
+        st.warning("No installed sampler offers `trace` (the built-in `metropolis-hastings` does; see the Plugins page).")
     else:
         controls, body = st.columns([1, 3], gap="large")
         with controls:
-            params = params_widgets(reg.get("sampler", "metropolis-hastings").cls.params, "samp.mh", skip=("chains", "thin"))
+            mh_name = choose(chains, "samp.mh.sampler")
+            params = params_widgets(reg.get("sampler", mh_name).cls.params, f"samp.mh.{mh_name}" if mh_name != "metropolis-hastings" else "samp.mh",
+                                    skip=("chains", "thin"))
             n_steps = st.select_slider("chain length", [500, 1000, 2000, 5000, 10_000, 20_000], value=5000, key="samp.mh.n")
             seed = st.number_input("seed", value=0, min_value=0, step=1, key="samp.mh.seed")
         with body:
-            sampler, error = sv.safe_create(reg, "metropolis-hastings", params)
+            sampler, error = sv.safe_create(reg, mh_name, params)
             if error:
                 st.error(error)
             else:

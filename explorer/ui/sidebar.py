@@ -12,6 +12,7 @@ training keeps going.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -126,10 +127,74 @@ def carry_in_url(spec: Spec, reg: Registry) -> None:
         st.query_params[urlspec.QUERY_KEY] = token
 
 
+@st.cache_resource(show_spinner=False, max_entries=32)
+def _instance(reg_id: int, kind: str, name: str, params_json: str, _reg: Registry) -> Any:
+    """A component built with these parameters (cached per registry), or None when it cannot be built."""
+    try:
+        return _reg.create(kind, name, json.loads(params_json))
+    except Exception:  # noqa: BLE001 - the spec resolver reports the reason with the field's name
+        return None
+
+
+def instance(reg: Registry, kind: str, name: str, params: dict[str, Any] | None = None) -> Any:
+    try:
+        text = json.dumps(params or {}, sort_keys=True)
+    except TypeError:
+        return None
+    return _instance(id(reg), kind, name, text, reg)
+
+
+def architectures_for(reg: Registry, role: str, in_shape: tuple[int, ...] | None, out_shape: tuple[int, ...] | None) -> list[str]:
+    """The architectures whose ``supports(role, in_shape, out_shape)`` (with their default parameters)
+    accepts these shapes; every architecture when the shapes are not known."""
+    names = reg.names("architecture")
+    if in_shape is None or out_shape is None:
+        return names
+    out = []
+    for name in names:
+        arch = instance(reg, "architecture", name)
+        try:
+            if arch is not None and not arch.supports(role, tuple(in_shape), tuple(out_shape)):
+                out.append(name)
+        except Exception:  # noqa: BLE001 - a supports() that raises cannot build it
+            continue
+    return out
+
+
+def metrics_for(reg: Registry, data: Any) -> list[str]:
+    """The metrics that apply to the data sampler ``data`` (every metric when it is unknown)."""
+    names = reg.names("metric")
+    if data is None:
+        return names
+    out = []
+    for name in names:
+        metric = instance(reg, "metric", name)
+        try:
+            if metric is not None and metric.applies(data):
+                out.append(name)
+        except Exception:  # noqa: BLE001
+            continue
+    return out
+
+
+def draw_plugin_failures(reg: Registry, container: Any = None) -> None:
+    """Say which plugins failed to load (their components are missing from these lists), with a link to
+    the Plugins page that shows each one's traceback. Drawn at the top of the sidebar; the lead may
+    also call it from the Train page's body."""
+    if not reg.errors:
+        return
+    box = container if container is not None else st.sidebar
+    names = ", ".join(dict.fromkeys(f"**{e.plugin}**" for e in reg.errors))
+    box.warning(f"Plugins that failed to load: {names}. Their components are missing from the lists below.",
+                icon=":material/extension_off:")
+    box.page_link("ui/plugins_page.py", label="See why on the Plugins page", icon=":material/extension:")
+
+
 def compose(reg: Registry) -> Composition:
     """Draw the pipeline sidebar and return what it composes."""
     sb = st.sidebar
     sb.header("Pipeline")
+    draw_plugin_failures(reg, sb)
     upload_error = _take_upload(reg) or _take_link(reg)
     presets = all_presets(reg)
     by_id = {p.id: p for p in presets}
@@ -151,15 +216,27 @@ def compose(reg: Registry) -> Composition:
 
     needs_d = True
     defaults = {s[0]: (s[1], s[2]) for s in SLOTS}
+    built: dict[str, Any] = {}  # the data and latent samplers as composed (for shapes and metrics)
     for slot in SLOT_ORDER:
         kind, default_name = defaults[slot]
         if slot == "discriminator" and not needs_d:
             continue
         title, what = SLOT_TITLES[slot]
         sb.subheader(title, help=what)
-        names = reg.names(kind)
+        x_shape = getattr(built.get("data"), "shape", None)
+        z_shape = getattr(built.get("latent"), "shape", None)
+        if slot == "generator":
+            names = architectures_for(reg, "generator", z_shape, x_shape)
+        elif slot == "discriminator":
+            names = architectures_for(reg, "discriminator", x_shape, (1,))
+        else:
+            names = reg.names(kind)
         if not names:
-            sb.error(f"No {kind} is installed: see the Plugins page.")
+            if kind == "architecture" and reg.names(kind):
+                sb.error(f"No installed architecture can build the {slot} for these shapes "
+                         f"({z_shape if slot == 'generator' else x_shape} -> {x_shape if slot == 'generator' else (1,)}).")
+            else:
+                sb.error(f"No {kind} is installed: see the Plugins page.")
             continue
         base_comp = base.get(slot) or {}
         base_name = base_comp.get("name", default_name) if isinstance(base_comp, dict) else str(base_comp)
@@ -174,6 +251,8 @@ def compose(reg: Registry) -> Composition:
             with sb.expander(f"{name} parameters"):
                 params = params_widgets(info.cls.params, f"{k}.{slot}.{name}", values)
         raw[slot] = {"name": name, **params}
+        if slot in ("data", "latent"):
+            built[slot] = instance(reg, "sampler", name, params)
         if slot == "objective":
             needs_d = bool(getattr(info.cls, "needs_discriminator", True))
 
@@ -190,14 +269,23 @@ def compose(reg: Registry) -> Composition:
             continue
         raw[name] = param_widget(settings[name], f"{k}.settings.{name}", base.get(name), sb)
     with sb.expander("Advanced"):
+        # The run's name follows the pipeline: the preset's name only while its data and objective are kept
+        # (else empty: <data>-<objective>); the widget is keyed by both, so a change redraws it.
+        same = all(_slot_name(raw.get(s)) == _slot_name(base.get(s)) for s in ("data", "objective"))
         for name in ADVANCED:
-            raw[name] = param_widget(settings[name], f"{k}.settings.{name}", base.get(name))
-        metric_names = reg.names("metric")
+            if name == "name":
+                key = f"{k}.settings.name.{_slot_name(raw.get('data'))}.{_slot_name(raw.get('objective'))}"
+                raw[name] = param_widget(settings[name], key, base.get(name) if same else "")
+            else:
+                raw[name] = param_widget(settings[name], f"{k}.settings.{name}", base.get(name))
+        data_name = _slot_name(raw.get("data"))
+        metric_names = metrics_for(reg, built.get("data"))
         chosen_base = [m["name"] if isinstance(m, dict) else m for m in base.get("metrics", [])]
         chosen = st.multiselect("metrics", metric_names, default=[m for m in chosen_base if m in metric_names],
-                                key=f"{k}.metrics", persist_state="session",
-                                help="Computed every metric_every steps on a fixed sample, off the hot path; those that do not apply to the data are skipped.")
-        raw["metrics"] = "auto" if set(chosen) == set(metric_names) else (chosen or "none")
+                                key=f"{k}.metrics.{data_name}", persist_state="session",
+                                help="The metrics that apply to this data; computed every metric_every steps on a fixed "
+                                     "sample, off the hot path.")
+        raw["metrics"] = chosen or "none"
     sb.file_uploader("Load a spec file (TOML or JSON)", type=["toml", "json"], key=UPLOAD_KEY,
                      help="It joins the presets menu of this tab.")
     if upload_error:
@@ -205,9 +293,11 @@ def compose(reg: Registry) -> Composition:
 
     try:
         spec = resolve(raw, reg)
-        error = None
+        error = unsupported(spec, reg)
     except ExplorerError as exc:
         spec, error = None, str(exc)
+    if error:
+        spec = None
         sb.error(error)
     if spec is not None:
         with sb.expander("Spec (TOML)"):
@@ -218,3 +308,26 @@ def compose(reg: Registry) -> Composition:
                         "it opens this pipeline in the Train page of any tab.")
         carry_in_url(spec, reg)
     return Composition(raw, spec, error, preset)
+
+
+def _slot_name(value: Any) -> str:
+    return str(value.get("name", "")) if isinstance(value, dict) else str(value or "")
+
+
+def unsupported(spec: Spec, reg: Registry) -> str | None:
+    """Why the chosen architectures (with their chosen parameters) cannot build this pipeline's networks,
+    before anything starts; None when they can."""
+    data = instance(reg, "sampler", spec.data.name, spec.data.params)
+    latent = instance(reg, "sampler", spec.latent.name, spec.latent.params)
+    if data is None or latent is None:
+        return None  # the pipeline reports it when it is built
+    x_shape, z_shape = tuple(data.shape), tuple(latent.shape)
+    roles = [("generator", spec.generator, z_shape, x_shape)]
+    if spec.discriminator is not None:
+        roles.append(("discriminator", spec.discriminator, x_shape, (1,)))
+    for role, comp, in_shape, out_shape in roles:
+        arch = instance(reg, "architecture", comp.name, comp.params)
+        reason = arch.supports(role, in_shape, out_shape) if arch is not None else None
+        if reason:
+            return f"{role}: {comp.name!r} cannot build the {role} for {in_shape} -> {out_shape}: {reason}"
+    return None

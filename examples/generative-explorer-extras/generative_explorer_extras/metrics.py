@@ -25,6 +25,9 @@ class NearestNeighbourAccuracy(Metric):
     summary = "1-NN two-sample test accuracy: 0.5 = indistinguishable from the data, 1 = fully separable"
     applies_to = ("any",)
     sample_size = 1000
+    # 0.5 is the ideal and values below it are rare (they mean copies), so lower is better for the
+    # pooled accuracy; the per-class parts are diagnostics with no better direction.
+    directions = {"nn_accuracy": "lower", "nn_accuracy_real": None, "nn_accuracy_fake": None}
 
     def compute(self, real: Tensor, fake: Tensor, context: MetricContext) -> dict[str, float]:
         n = min(len(real), len(fake))
@@ -51,6 +54,7 @@ class CheckerboardCoverage(Metric):
     summary = "Share of samples on dark squares and share of dark squares covered (checkerboard data)"
     applies_to = ("2d",)
     sample_size = 2000
+    directions = {"dark_fraction": "higher", "squares_covered": "higher"}
     params = (
         Param("min_share", "float", 0.1, "a square is covered with at least this fraction of its fair share of samples",
               low=0.0, high=1.0),

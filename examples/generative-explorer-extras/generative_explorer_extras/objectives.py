@@ -37,6 +37,11 @@ class LeastSquares(Objective):
     summary = "Least-squares GAN (Mao et al. 2017): squared distances of D's scores to target codes a, b, c"
     formula = (r"\min_D \tfrac12\mathbb{E}_x[(D(x)-b)^2] + \tfrac12\mathbb{E}_z[(D(G(z))-a)^2];\quad"
                r"\min_G \tfrac12\mathbb{E}_z[(D(G(z))-c)^2]")
+    explanation = ("Least squares instead of the log loss: D regresses its scores onto the codes b (real) and "
+                   "a (generated), and G pulls the scores of its samples towards c. Samples on the right side "
+                   "of the boundary but far from the data are still penalised, which keeps gradients alive "
+                   "where the log loss saturates (Mao et al. 2017). With a = 0, b = c = 1, at the equilibrium "
+                   "D = 1/2 everywhere: d_loss = 0.25 and g_loss = 0.125.")
     params = (
         Param("a", "float", 0.0, "the discriminator's target for generated samples", low=-10.0, high=10.0),
         Param("b", "float", 1.0, "the discriminator's target for real samples", low=-10.0, high=10.0),
@@ -82,6 +87,10 @@ class Hinge(Objective):
     summary = "Hinge loss (Lim & Ye 2017; SN-GAN): D separates real and fake by a margin, G raises D(G(z))"
     formula = (r"\min_D \mathbb{E}_x[\max(0, 1 - D(x))] + \mathbb{E}_z[\max(0, 1 + D(G(z)))];\quad"
                r"\min_G -\mathbb{E}_z[D(G(z))]")
+    explanation = ("The hinge loss of SN-GAN and BigGAN: D only cares about points inside the margin (real "
+                   "scores below m, generated above -m) and G raises the scores of its samples without bound. "
+                   "d_loss falls to 0 once D separates the two beyond the margin; at the equilibrium "
+                   "(p_g = p_data) no D does better than 2m, reached by any scores inside [-m, m].")
     params = (Param("margin", "float", 1.0, "the margin m of the discriminator's hinge", low=0.01, high=100.0),)
 
     def discriminator_loss(self, D: nn.Module, real: Tensor, fake: Tensor) -> tuple[Tensor, dict[str, Tensor]]:

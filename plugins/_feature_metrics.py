@@ -1,7 +1,7 @@
 """Feature-space metrics for images: Fréchet distance, precision / recall (Kynkäänniemi et al. 2019),
 density / coverage (Naeem et al. 2020) and a memorisation score from nearest-neighbour distances.
 
-Pure functions on feature arrays (see :mod:`explorer.features` for the feature network); they run on
+Pure functions on feature arrays (see :mod:`plugins._features` for the feature network); they run on
 snapshots, on one host thread.
 """
 

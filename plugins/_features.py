@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from explorer.capabilities import has_capability
 from explorer.components import Sampler
 from explorer.metrics import one_host_thread
 
@@ -96,10 +97,9 @@ class FeatureExtractor:
 
 
 def _labels_of(data: Sampler, n: int) -> Tensor | None:
-    fn = getattr(data, "labels", None)
-    if not callable(fn):
+    if not has_capability(data, "labels"):
         return None
-    y = fn()
+    y = data.labels()
     if y is None:
         return None
     y = torch.as_tensor(y).reshape(-1)
