@@ -65,7 +65,7 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from explorer.manager import run_foreground
+    from explorer.execute import run_foreground
     from explorer.spec import load_spec_file, parse_spec
 
     # A path is a path: never read as TOML text, an empty one is an error (not the default pipeline).

@@ -360,7 +360,7 @@ def picture(results: Sequence[RunResult], series: Sequence[str] = ("g_loss", "d_
 def train_variants(variants: Sequence[Variant], out: Path, jobs: int = 1, device: str | None = None,
                    registry: Registry | None = None, log: Any = None) -> list[RunResult]:
     """Train every variant into ``out/runs/<nn>-<label>``, ``jobs`` at a time; a failed run does not stop the rest."""
-    from explorer.manager import run_foreground
+    from explorer.execute import run_foreground
     from explorer.training import TrainerConfig
 
     (out / "runs").mkdir(parents=True, exist_ok=True)

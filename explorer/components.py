@@ -177,6 +177,11 @@ class Objective(Component):
     #: in a sentence, and its formula in LaTeX (e.g. MMD's witness function)
     critic_explanation: ClassVar[str] = ""
     critic_formula: ClassVar[str] = ""
+    #: the 2-D heatmap's legend title for what :meth:`critic` returns, and its value range: a fixed
+    #: ``(low, high)`` (the default, D's probability, is 0..1), or None for a signed function with no
+    #: fixed scale (drawn divided by its largest magnitude, e.g. MMD's witness)
+    critic_label: ClassVar[str] = "D(x)"
+    critic_range: ClassVar[tuple[float, float] | None] = (0.0, 1.0)
 
     def discriminator_loss(self, D: nn.Module, real: Tensor, fake: Tensor) -> Any:
         raise NotImplementedError

@@ -341,13 +341,3 @@ class RunManager:
                          resume_optimizers=same_optim)
         run.state.update(step=step)
         return self._enqueue(run)
-
-
-def __getattr__(name: str) -> Any:
-    # ``run_foreground`` (the CLI's entry) lives in explorer.execute; imported on first use so that a
-    # server that only supervises workers never loads the trainer and its plotting.
-    if name == "run_foreground":
-        from explorer.execute import run_foreground
-
-        return run_foreground
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -94,7 +94,8 @@ class NonSaturating(_GANObjective):
     name = "nonsaturating"
     summary = "Non-saturating GAN (Goodfellow et al. 2014, Sec. 3): G maximises log D(G(z)); strong early gradients"
     formula = (r"\max_D \mathbb{E}_{x}[\log D(x)] + \mathbb{E}_{z}[\log(1 - D(G(z)))];\quad"
-               r"\max_G \mathbb{E}_{z\sim p_z}[\log D(G(z))]")
+               r"\underbrace{\min_G \mathbb{E}_{z}[\log(1 - D(G(z)))]}_{\text{saturating}}"
+               r"\;\to\;\underbrace{\max_G \mathbb{E}_{z\sim p_z}[\log D(G(z))]}_{\text{non-saturating}}")
     explanation = ("D learns to tell data from samples by maximising V(D, G); G, instead of minimising "
                    "log(1 − D(G(z))), which is flat while D confidently rejects its samples, maximises log D(G(z)): "
                    "the same fixed point, with strong gradients early in training (Goodfellow et al. 2014, Sec. 3). "

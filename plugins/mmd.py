@@ -164,6 +164,8 @@ class MMD(Objective):
                           "generator, negative (orange) where the generator has too much; minimising MMD² moves the "
                           "generated points along its gradient.")
     critic_formula = r"f^*(t) \propto \mathbb{E}_x k(t, x) - \mathbb{E}_y k(t, y)"
+    critic_label = "witness"
+    critic_range = None
     params = (
         Param("bandwidths", "floats", [0.1, 0.25, 0.5, 1.0, 2.0, 4.0],
               "RBF kernel bandwidths sigma (standard deviations, not variances); multiples of the median "

@@ -13,7 +13,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from explorer.manager import run_foreground
+from explorer.execute import run_foreground
 from explorer.runs import RunStore
 from explorer.spec import resolve
 from explorer.training import TrainerConfig

@@ -19,7 +19,7 @@ import torch
 from explorer import archive
 from explorer.archive import ArchiveError, ArchiveLimits
 from explorer.errors import ExplorerError
-from explorer.manager import run_foreground
+from explorer.execute import run_foreground
 from explorer.runs import RunStore, list_runs
 from explorer.spec import resolve
 from explorer.training import TrainerConfig

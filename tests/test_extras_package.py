@@ -16,7 +16,7 @@ from torch import nn
 from explorer import SpecError
 from explorer.cli import main as genex
 from explorer.components import MetricContext
-from explorer.manager import run_foreground
+from explorer.execute import run_foreground
 from explorer.registry import Registry, set_registry
 from explorer.spec import parse_spec
 from explorer.testing import check_plugin, registry_with
@@ -240,3 +240,44 @@ def test_the_metrics_declared_direction_picks_best_in_a_comparison():
     final, best = compare.final_and_best(records, directions)
     assert best == {"nn_accuracy": 0.58, "squares_covered": 0.875}  # nn_accuracy_real is a diagnostic: no best
     assert final["nn_accuracy"] == 0.66
+
+
+def test_the_2d_view_draws_a_third_party_critic_on_the_scale_its_objective_declares():
+    """No built-in privilege: the hinge objective declares its heatmap's title and range (D's score in
+    margins, -2..2), and the view colours it by that, as it does D's probability for the built-ins."""
+    import base64
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from explorer.registry import set_registry
+    from explorer.snapshots import Snapshot
+    from explorer.ui import explain, views
+
+    set_registry(registry_with(extras, "extras"))
+    try:
+        hinge = explain.critic_of({"objective": {"name": "hinge-gan"}, "discriminator": {"name": "mlp"}})
+        builtin = explain.critic_of({"objective": "nonsaturating", "discriminator": "mlp"})
+        witness = explain.critic_of({"objective": {"name": "mmd"}})
+        missing = explain.critic_of({"objective": "not-installed-anywhere"})
+    finally:
+        set_registry(None)
+    assert hinge == explain.Critic("D(x) / m", (-2.0, 2.0))
+    assert builtin == explain.Critic("D(x)", (0.0, 1.0))
+    assert witness == explain.Critic("witness", None)
+    assert missing == explain.Critic("critic", None)
+
+    grid = np.linspace(-2, 2, 40)
+    scores = np.tile(np.linspace(-2, 2, 40), (40, 1))  # from the fake margin's far side to the real one's
+    rng = np.random.default_rng(0)
+    snap = Snapshot(1, "2d", rng.normal(size=(100, 2)), rng.normal(size=(100, 2)),
+                    {"grid_x": grid, "grid_y": grid, "critic": scores})
+    fig = views.view_2d(snap, critic=hinge)
+    legend = [layer["encoding"]["color"] for layer in fig.spec()["layer"]
+              if layer.get("encoding", {}).get("color", {}).get("field") == "v"][0]
+    assert legend["title"] == "D(x) / m" and legend["scale"]["domain"] == [-2.0, 0.0, 2.0]
+    url = fig.datasets["heat"]["url"][0]
+    img = np.asarray(Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))))
+    assert img[20, 0, 2] < img[20, 0, 0] and img[20, -1, 2] > img[20, -1, 0]  # fake side orange, real side blue
+    assert (img[20, 19:21] > 225).all()  # the decision boundary, D(x) = 0, is white

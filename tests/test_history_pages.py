@@ -14,7 +14,7 @@ import torch
 from streamlit.testing.v1 import AppTest
 
 from explorer.errors import SpecError
-from explorer.manager import run_foreground
+from explorer.execute import run_foreground
 from explorer.runs import RunStore, list_runs
 from explorer.spec import parse_spec, resolve
 from explorer.training import TrainerConfig

@@ -388,7 +388,7 @@ def test_app_links_with_hostile_parameters_show_an_error_box(good_run, runs):
 # -- plugins and components that end the process ----------------------------------------------------------
 def test_sys_exit_in_a_component_fails_its_run_named(runs, capsys):
     from explorer import Objective
-    from explorer.manager import run_foreground
+    from explorer.execute import run_foreground
     from explorer.registry import Registry, get_registry
 
     class Quitter(Objective):

@@ -401,7 +401,7 @@ class CrashingMetric(Metric):
 
 
 def test_a_component_that_raises_fails_its_run_with_the_plugin_named(tmp_path, monkeypatch):
-    from explorer.manager import run_foreground
+    from explorer.execute import run_foreground
 
     monkeypatch.setenv("GENEX_LOAD_PLUGINS", "")
     reg = Registry().load_installed()

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from explorer.cli import main as genex
-from explorer.manager import run_foreground
+from explorer.execute import run_foreground
 from explorer.registry import Registry
 from explorer.scaffold import parse_kinds, plugin_names, scaffold
 from explorer.spec import parse_spec

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from explorer import Architecture, Metric, Objective, Sampler, hookimpl
-from explorer.manager import execute, run_foreground
+from explorer.execute import execute, run_foreground
 from explorer.pipeline import Pipeline
 from explorer.registry import get_registry
 from explorer.runs import RunStore

@@ -12,7 +12,8 @@ import time
 
 import pytest
 
-from explorer.manager import RunManager, run_foreground
+from explorer.execute import run_foreground
+from explorer.manager import RunManager
 from explorer.registry import get_registry
 from explorer.spec import parse_spec
 from explorer.training import TrainerConfig

@@ -17,7 +17,7 @@ from explorer import compare
 from explorer.errors import ExplorerError
 from explorer.runs import ACTIVE, RunStore, common_snapshot_steps, iter_runs, open_run
 from explorer.spec import SLOTS, resolve
-from explorer.ui import charts, state, urlspec, views
+from explorer.ui import charts, explain, state, urlspec, views
 from explorer.ui.presets import load_presets
 
 COMPARE_KEY = "genex.compare"  # {"ids": [...], "labels": {id: label}, "base": raw}
@@ -227,8 +227,8 @@ def draw_comparison(info: dict[str, Any]) -> None:
             snap = r["store"].load_snapshot(step if mode == "same step" else None)
         with cols[i % len(cols)]:
             st.caption(f"{r['label']}" + (f" · step {snap.step:,}" if snap is not None else ""))
-            critic = "D(x)" if (r["store"] and r["store"].read_spec().get("discriminator")) else "witness"
-            views.draw_snapshot(snap, opts=opts, critic_title=critic, key=f"cmp.view.{i}")
+            critic = explain.critic_of(r["store"].read_spec()) if r["store"] is not None else None
+            views.draw_snapshot(snap, opts=opts, critic=critic, key=f"cmp.view.{i}")
 
     # Overlaid curves, coloured by run.
     frames = [charts.history_frame(r["history"], run=r["label"]) for r in rows]

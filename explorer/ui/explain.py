@@ -25,6 +25,32 @@ def objective_class(objective: str) -> Any:
     return info.cls if info is not None else None
 
 
+@dataclass(frozen=True)
+class Critic:
+    """What a 2-D view's background shows: the objective's declared ``critic_label`` and
+    ``critic_range`` (None: signed, drawn divided by its largest magnitude)."""
+
+    title: str = "D(x)"
+    range: tuple[float, float] | None = (0.0, 1.0)
+
+
+def critic_of(spec_dict: Any) -> Critic:
+    """The critic an objective declares, from a run's spec; for an objective not installed here, D's
+    probability when the spec has a discriminator and an unscaled "critic" otherwise."""
+    obj = spec_dict.get("objective") if isinstance(spec_dict, dict) else None
+    name = obj.get("name", "") if isinstance(obj, dict) else str(obj or "")
+    cls = objective_class(name) if name else None
+    if cls is None:
+        has_d = isinstance(spec_dict, dict) and spec_dict.get("discriminator") is not None
+        return Critic() if has_d else Critic("critic", None)
+    rng = getattr(cls, "critic_range", (0.0, 1.0))
+    try:
+        rng = None if rng is None else (float(rng[0]), float(rng[1]))
+    except (TypeError, ValueError, IndexError):
+        rng = None  # a malformed declaration: draw it unscaled rather than fail the page
+    return Critic(str(getattr(cls, "critic_label", "") or "critic")[:40], rng)
+
+
 def for_view(kind: str, objective: str, objective_formula: str = "", has_critic: bool = True,
              objective_cls: Any = None) -> list[Explanation]:
     """The explanations to show beside a run's live view (``objective`` is the objective's name; its

@@ -16,6 +16,7 @@ from explorer.runs import ACTIVE, RunStore
 from explorer.snapshots import Snapshot
 from explorer.training import RunView
 from explorer.ui import charts, explain, views
+from explorer.ui.explain import Critic
 
 STATUS_ICONS = {"queued": ":material/schedule:", "running": ":material/play_arrow:", "paused": ":material/pause:",
                 "finished": ":material/check_circle:", "stopped": ":material/stop_circle:", "failed": ":material/error:",
@@ -73,13 +74,13 @@ def view_options(kind: str, key: str) -> views.ViewOptions:
     return opts
 
 
-def draw_view(snap: Snapshot | None, critic_title: str, key: str, active: bool = True) -> None:
+def draw_view(snap: Snapshot | None, critic: Critic, key: str, active: bool = True) -> None:
     if snap is None:
         st.info("Waiting for the first snapshot…" if active else
                 "This run saved no snapshot before it ended (they are saved every `snapshot_every` steps).")
         return
     opts = view_options(snap.kind, key)
-    views.draw_snapshot(snap, opts=opts, critic_title=critic_title, key=f"{key}.view")
+    views.draw_snapshot(snap, opts=opts, critic=critic, key=f"{key}.view")
 
 
 def draw_curves(history: list[dict[str, Any]], run_name: str, key: str) -> None:
@@ -115,13 +116,12 @@ def draw_explanations(kind: str, objective: str, formula: str, has_critic: bool,
                 st.latex(item.formula)
 
 
-def draw_live(view: RunView, name: str, has_critic: bool, key: str, starting: bool = False) -> None:
+def draw_live(view: RunView, name: str, critic: Critic, key: str, starting: bool = False) -> None:
     """Everything that changes while a run trains (the explanations stay outside, drawn once)."""
     draw_progress(view, name, starting)
     left, right = st.columns([1.1, 1], gap="large")
-    critic_title = "D(x)" if has_critic else "witness"
     with left, st.container(key=f"{key}_view"):
-        draw_view(view.snapshot, critic_title, key, active=view.status in ACTIVE)
+        draw_view(view.snapshot, critic, key, active=view.status in ACTIVE)
     with right, st.container(key=f"{key}_curves"):
         draw_curves(view.history, name, key)
 

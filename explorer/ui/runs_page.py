@@ -23,7 +23,7 @@ from explorer.errors import ExplorerError
 from explorer.records import LOSS, record_kind
 from explorer.runs import ACTIVE, RunStore, iter_runs, runs_root
 from explorer.spec import parse_value
-from explorer.ui import charts, state, urlspec, views
+from explorer.ui import charts, explain, state, urlspec, views
 
 OPEN_KEY = "runs.open"
 COMPARE_KEY = "genex.compare"
@@ -302,8 +302,7 @@ with tab_snaps:
         step = st.select_slider("step", steps, value=steps[-1], key="runs.snap_step") if len(steps) > 1 else steps[0]
         snap = store.load_snapshot(step)
         if snap is not None and (snap.kind == "image" or len(snap.real)):
-            has_d = spec_dict.get("discriminator") is not None
-            views.draw_snapshot(snap, opts=views.ViewOptions(height=380), critic_title="D(x)" if has_d else "witness", key="runs.snap")
+            views.draw_snapshot(snap, opts=views.ViewOptions(height=380), critic=explain.critic_of(spec_dict), key="runs.snap")
         elif store.snapshot_png(step) is not None and _png_ok(store.snapshot_png(step)):
             st.image(str(store.snapshot_png(step)), caption=f"step {step}")
         else:

@@ -11,7 +11,7 @@ import streamlit as st
 
 from explorer.errors import ExplorerError
 from explorer.runs import open_run
-from explorer.ui import controls, live, sidebar, state
+from explorer.ui import controls, explain, live, sidebar, state
 
 reg = state.registry()
 composition = sidebar.compose(reg)
@@ -40,6 +40,7 @@ def _objective_info(spec_dict: dict) -> tuple[str, str, bool]:
 
 if run is not None and run.active:
     objective, formula, has_critic = _objective_info(run.spec.to_dict())
+    critic = explain.critic_of(run.spec.to_dict())
     name = run.spec.short_name()
     first = run.state.view()
     seen = (first.status, first.snapshot is not None)
@@ -51,7 +52,7 @@ if run is not None and run.active:
             st.warning("This run is no longer held by the server.")
             return
         view = current.state.view()
-        live.draw_live(view, name, has_critic, key="live", starting=current.started)
+        live.draw_live(view, name, critic, key="live", starting=current.started)
         if view.status != seen[0] or (view.snapshot is not None) != seen[1]:
             st.rerun()  # the status changed (redraw the buttons; stop polling once it ended) or the first picture arrived
 
@@ -63,13 +64,13 @@ elif run_id:
     try:
         store = run.store if run is not None else open_run(run_id)
     except ExplorerError as exc:
-        st.warning(f"Run {run_id!r} is not live in this app and could not be opened: {exc}")
+        st.warning(f"Run {run_id[:80]!r} is not live in this app and could not be opened: {exc}")
     else:
         view, run_name = live.view_from_disk(store)
         if run is None:
             st.info(f"Run {run_id} is not training in this app; showing what its folder holds ({store.path}).")
         objective, formula, has_critic = _objective_info(store.read_spec())
-        live.draw_live(view, run_name, has_critic, key="live")
+        live.draw_live(view, run_name, explain.critic_of(store.read_spec()), key="live")
         live.draw_explanations(view.snapshot.kind if view.snapshot is not None else "", objective, formula, has_critic)
 else:
     st.info("No run yet. The preset in the sidebar is a known-good pipeline: press **Start** and watch it learn.")

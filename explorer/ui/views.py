@@ -31,6 +31,7 @@ from PIL import Image
 from explorer.render import image_grid
 from explorer.snapshots import Snapshot
 from explorer.ui.charts import Figure
+from explorer.ui.explain import Critic
 
 REAL = "#1f77b4"
 FAKE = "#ff7f0e"
@@ -79,6 +80,14 @@ def stable_range(wanted: tuple[float, float], previous: tuple[float, float] | No
     return math.floor(lo / step) * step, math.ceil(hi / step) * step
 
 
+def _rows(arr: Any) -> np.ndarray:
+    """``arr`` as one row per sample (float), also when it holds no samples."""
+    arr = np.asarray(arr, dtype=float)
+    if arr.size == 0:
+        return arr.reshape(0, int(np.prod(arr.shape[1:])) if arr.ndim > 1 else 1)
+    return arr.reshape(len(arr), -1)
+
+
 def _box(arr: np.ndarray, lo_q: float, hi_q: float) -> tuple[np.ndarray, np.ndarray] | None:
     arr = np.asarray(arr, dtype=float)
     arr = arr[np.isfinite(arr).all(axis=1)]
@@ -90,8 +99,7 @@ def _box(arr: np.ndarray, lo_q: float, hi_q: float) -> tuple[np.ndarray, np.ndar
 def wanted_domain(snap: Snapshot) -> list[tuple[float, float]]:
     """Per axis, the span that shows the data and (within four data spans of it) the generated
     samples, padded by 8%."""
-    real = np.asarray(snap.real, dtype=float).reshape(len(snap.real), -1)
-    fake = np.asarray(snap.fake, dtype=float).reshape(len(snap.fake), -1)
+    real, fake = _rows(snap.real), _rows(snap.fake)
     rb, fb = _box(real, 0.5, 99.5), _box(fake, 0.5, 99.5)  # the few beyond are drawn at the edge and counted
     if rb is None:
         rb = fb or (np.full(real.shape[1], -1.0), np.full(real.shape[1], 1.0))
@@ -118,7 +126,7 @@ def _equal_units(xdom: tuple[float, float], ydom: tuple[float, float], max_ratio
 
 def _outside_note(fake: np.ndarray, doms: Sequence[tuple[float, float]]) -> pd.DataFrame:
     """A one-line note (or none) counting the generated samples beyond the view, which are drawn at its edge."""
-    fake = np.asarray(fake, dtype=float).reshape(len(fake), -1)[:, : len(doms)]
+    fake = _rows(fake)[:, : len(doms)]
     finite = np.isfinite(fake).all(axis=1)
     out = ~finite
     for d, (lo, hi) in enumerate(doms):
@@ -260,7 +268,7 @@ def domain_2d(snap: Snapshot, previous: Sequence[tuple[float, float]] | None = N
     return list(_equal_units(xdom, ydom))
 
 
-def view_2d(snap: Snapshot, opts: ViewOptions | None = None, critic_title: str = "D(x)") -> Figure:
+def view_2d(snap: Snapshot, opts: ViewOptions | None = None, critic: Critic | None = None) -> Figure:
     """Real and generated points over the critic heatmap, with the generator's manifold and push arrows."""
     opts = opts or ViewOptions()
     ex = snap.extras
@@ -270,15 +278,15 @@ def view_2d(snap: Snapshot, opts: ViewOptions | None = None, critic_title: str =
         "points": pd.concat([_points_2d(snap.real, "real", doms), _points_2d(snap.fake, "generated", doms)]),
         "note": _outside_note(snap.fake, doms),
     }
-    is_d = critic_title.startswith("D")
+    critic = critic or Critic()
     heat = bool(opts.heatmap and "critic" in ex and "grid_x" in ex)
     if heat:
         xs, ys = np.asarray(ex["grid_x"], dtype=float), np.asarray(ex["grid_y"], dtype=float)
         dx, dy = (xs[1] - xs[0]) / 2, (ys[1] - ys[0]) / 2
         crit = np.asarray(ex["critic"], dtype=float)
-        if is_d:
-            url = heatmap_png(crit, 0.0, 1.0)
-        else:  # a witness function: symmetric around 0, shown scaled to its largest magnitude
+        if critic.range is not None:
+            url = heatmap_png(crit, *critic.range)
+        else:  # a signed function (e.g. a witness): symmetric around 0, shown scaled to its largest magnitude
             m = float(np.nanmax(np.abs(crit))) if np.isfinite(crit).any() else 1.0
             url = heatmap_png(crit / (m or 1.0), -1.0, 1.0)
         datasets["heat"] = pd.DataFrame({"x": [xs[0] - dx], "x2": [xs[-1] + dx], "y": [ys[0] - dy], "y2": [ys[-1] + dy], "url": [url]})
@@ -289,11 +297,11 @@ def view_2d(snap: Snapshot, opts: ViewOptions | None = None, critic_title: str =
     if arrows:
         datasets["arrows"] = arrows_data(snap.fake, np.asarray(ex["arrows"], dtype=float), doms[0], doms[1])
     width, height = equal_aspect(list(doms[0]), list(doms[1]), opts.height)
-    key = ("view_2d", heat, is_d, critic_title, manifold, arrows, x0, x1, y0, y1, width, height)
-    return Figure(key, lambda: _view_2d(heat, is_d, critic_title, manifold, arrows, doms, width, height), datasets)
+    key = ("view_2d", heat, critic, manifold, arrows, x0, x1, y0, y1, width, height)
+    return Figure(key, lambda: _view_2d(heat, critic, manifold, arrows, doms, width, height), datasets)
 
 
-def _view_2d(heat: bool, is_d: bool, critic_title: str, manifold: bool, arrows: bool,
+def _view_2d(heat: bool, critic: Critic, manifold: bool, arrows: bool,
              doms: Sequence[tuple[float, float]], width: int, height: int) -> alt.LayerChart:
     X = alt.Scale(domain=list(doms[0]), nice=False)
     Y = alt.Scale(domain=list(doms[1]), nice=False)
@@ -303,8 +311,9 @@ def _view_2d(heat: bool, is_d: bool, critic_title: str, manifold: bool, arrows: 
         layers.append(alt.Chart(alt.Data(name="heat")).mark_image(aspect=False, opacity=0.85, clip=True).encode(
             x=alt.X("x:Q", scale=X, title="x₁"), x2="x2:Q", y=alt.Y("y:Q", scale=Y, title="x₂"), y2="y2:Q", url="url:N"))
         # the colour key for the raster: three invisible points carry the gradient legend
-        domain = [0.0, 0.5, 1.0] if is_d else [-1.0, 0.0, 1.0]
-        title = critic_title if is_d else f"{critic_title} / max |{critic_title}|"
+        lo, hi = critic.range if critic.range is not None else (-1.0, 1.0)
+        domain = [lo, (lo + hi) / 2, hi]
+        title = critic.title if critic.range is not None else f"{critic.title} / max |{critic.title}|"
         key_points = alt.Data(values=[{"v": v} for v in domain])
         layers.append(alt.Chart(key_points).mark_point(opacity=0).encode(
             x=alt.value(0), y=alt.value(0),
@@ -362,7 +371,7 @@ def arrows_data(fake: np.ndarray, push: np.ndarray, xdom: Sequence[float], ydom:
 def view_vector(snap: Snapshot, opts: ViewOptions | None = None) -> Figure:
     """Data of another shape: the first two coordinates of real and generated samples."""
     opts = opts or ViewOptions()
-    real, fake = snap.real.reshape(len(snap.real), -1), snap.fake.reshape(len(snap.fake), -1)
+    real, fake = _rows(snap.real), _rows(snap.fake)
     if real.shape[1] < 2:
         real, fake = np.c_[real, np.zeros(len(real))], np.c_[fake, np.zeros(len(fake))]
     pts = pd.concat([_points_2d(real[:, :2], "real"), _points_2d(fake[:, :2], "generated")])
@@ -411,12 +420,12 @@ def images_with_nearest(snap: Snapshot, rows: int = 8, per_row: int = 7, min_wid
 
 
 # ----------------------------------------------------------------------------------------------
-def snapshot_figure(snap: Snapshot, opts: ViewOptions | None = None, critic_title: str = "D(x)") -> Figure | None:
+def snapshot_figure(snap: Snapshot, opts: ViewOptions | None = None, critic: Critic | None = None) -> Figure | None:
     """The figure for a 1-D, 2-D or vector snapshot (None for images: use :func:`images_with_nearest`)."""
     if snap.kind == "1d":
         return view_1d(snap, opts)
     if snap.kind == "2d":
-        return view_2d(snap, opts, critic_title)
+        return view_2d(snap, opts, critic)
     if snap.kind == "image":
         return None
     return view_vector(snap, opts)
@@ -439,7 +448,7 @@ def held_domain(snap: Snapshot, key: str) -> list[tuple[float, float]] | None:
 
 
 def draw_snapshot(snap: Snapshot | None, container: Any = None, opts: ViewOptions | None = None,
-                  critic_title: str = "D(x)", key: str | None = None) -> None:
+                  critic: Critic | None = None, key: str | None = None) -> None:
     """Draw a snapshot into ``container`` (default: the page): one chart, or one image per call. With
     a ``key``, the axis ranges hold still from one redraw to the next."""
     box = container if container is not None else st
@@ -453,5 +462,5 @@ def draw_snapshot(snap: Snapshot | None, container: Any = None, opts: ViewOption
     opts = opts or ViewOptions()
     if key is not None and opts.domain is None:
         opts = dataclasses.replace(opts, domain=held_domain(snap, key))
-    fig = snapshot_figure(snap, opts, critic_title)
+    fig = snapshot_figure(snap, opts, critic)
     box.vega_lite_chart(fig.spec(), width="content" if snap.kind == "2d" else "stretch", key=key)

@@ -92,6 +92,9 @@ class Hinge(Objective):
                    "d_loss falls to 0 once D separates the two beyond the margin; at the equilibrium "
                    "(p_g = p_data) no D does better than 2m, reached by any scores inside [-m, m].")
     params = (Param("margin", "float", 1.0, "the margin m of the discriminator's hinge", low=0.01, high=100.0),)
+    # The 2-D view shows D's score in margins, the hinge's own scale: real beyond +1, fake beyond -1.
+    critic_label = "D(x) / m"
+    critic_range = (-2.0, 2.0)
 
     def discriminator_loss(self, D: nn.Module, real: Tensor, fake: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """d_loss = mean relu(m - D(x)) + mean relu(m + D(G(z)))."""
@@ -106,7 +109,7 @@ class Hinge(Objective):
         return -sf.mean(), {"d_fake": sf.mean().detach()}
 
     def critic(self, D: nn.Module | None, x: Tensor, real: Tensor, fake: Tensor) -> Tensor | None:
-        """sigmoid(D(x) / m): 1/2 on the decision boundary, near 1 beyond the real margin."""
+        """D(x) / m, clamped to [-2, 2]: 0 on the decision boundary, +1 and -1 on the margins."""
         if D is None:
             return None
-        return torch.sigmoid(D(x).reshape(-1) / self.config["margin"])
+        return (D(x).reshape(-1) / self.config["margin"]).clamp(-2.0, 2.0)
