@@ -13,9 +13,9 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable
 
-from explorer.errors import ExplorerError
+from explorer.errors import ExplorerError, PluginError
 from explorer.pipeline import Pipeline
-from explorer.registry import Registry
+from explorer.registry import Registry, get_registry
 from explorer.render import snapshot_png
 from explorer.runs import RunStore, mark_live
 from explorer.snapshots import snapshot_arrays
@@ -81,11 +81,15 @@ def execute(store: RunStore, spec: Spec, state: RunState, registry: Registry | N
         store.write_status(status, step=pipeline.step, error=state.error, finished=time.time(),
                            final_metrics=dict(trainer.last_metrics))
         return status
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # a component may call sys.exit() while it is built: fail this run only
         if isinstance(exc, ExplorerError):
             msg = str(exc)
+        elif trainer is not None:
+            msg = trainer.describe_failure(exc)
+        elif isinstance(exc, SystemExit):
+            msg = _exit_while_building(exc, registry)
         else:
-            msg = (trainer.describe_failure(exc) if trainer else f"{type(exc).__name__}: {exc}")
+            msg = f"{type(exc).__name__}: {exc}"
         state.update(status="failed", error=msg)
         store.write_status("failed", error=msg, traceback=traceback.format_exc())
         return "failed"
@@ -93,11 +97,20 @@ def execute(store: RunStore, spec: Spec, state: RunState, registry: Registry | N
         mark_live(store.id, False)
 
 
+def _exit_while_building(exc: SystemExit, registry: Registry | None) -> str:
+    info = (registry or get_registry()).blame(exc)
+    where = f" in {info.kind} {info.name!r} from plugin {info.source}" if info is not None else ""
+    return f"sys.exit({exc.code!r}) called{where} while the pipeline was built; the run did not start"
+
+
 def run_foreground(spec: Spec, out: str | Path | None = None, root: str | Path | None = None,
                    registry: Registry | None = None, progress: Callable[[Trainer], None] | None = None,
                    config: TrainerConfig | None = None) -> tuple[RunStore, RunState]:
     """Train one spec in the calling thread (the CLI): returns its store and final state."""
-    pipeline = Pipeline(spec, registry)  # a spec that cannot be built fails here, before any folder is made
+    try:
+        pipeline = Pipeline(spec, registry)  # a spec that cannot be built fails here, before any folder is made
+    except SystemExit as exc:
+        raise PluginError(_exit_while_building(exc, registry)) from None
     store = RunStore.create(spec.to_dict(), root, name=spec.short_name(), out=out)
     state = RunState(spec.steps)
     execute(store, spec, state, registry, on_trainer=progress, config=config, pipeline=pipeline)

@@ -417,6 +417,47 @@ def test_sys_exit_in_a_component_fails_its_run_named(runs, capsys):
     assert store.read_status()["status"] == "failed"
 
 
+def test_sys_exit_while_a_component_is_built_fails_its_run_named(runs):
+    from explorer import Objective, hookimpl
+    from explorer.errors import PluginError
+    from explorer.execute import execute, run_foreground
+    from explorer.registry import Registry, get_registry
+    from explorer.runs import RunStore
+    from explorer.training import RunState
+
+    class QuitsAtInit(Objective):
+        name, summary = "test-quits-at-init", "calls sys.exit in its constructor"
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            sys.exit("bye")
+
+        def discriminator_loss(self, D, real, fake):
+            raise AssertionError("never reached")
+
+        generator_loss = discriminator_loss
+
+    import types
+
+    reg = Registry()
+    for name, info in get_registry().plugins.items():
+        reg.load_module(info.module, name=name, dist=info.dist, version=info.version)
+    module = types.SimpleNamespace(register_objectives=hookimpl(lambda register: register(QuitsAtInit)))
+    reg.add_plugin(module, name="quitter", dist="genex-quitter", version="0.1")
+    spec = parse_spec({**TINY, "objective": "test-quits-at-init"}, registry=reg)
+    named = ("sys.exit('bye') called in objective 'test-quits-at-init' from plugin quitter (genex-quitter 0.1) "
+             "while the pipeline was built")
+    # genex run: one clear error (exit 2), no folder made
+    with pytest.raises(PluginError, match=re.escape(named)):
+        run_foreground(spec, root=runs, registry=reg)
+    assert not [p for p in runs.iterdir() if not p.name.startswith(".")]
+    # the app's worker: the run is failed, named, and the caller goes on
+    store = RunStore.create(spec.to_dict(), runs, name="quits")
+    state = RunState(spec.steps)
+    assert execute(store, spec, state, reg) == "failed"
+    assert named in state.view().error and store.read_status()["status"] == "failed"
+
+
 def test_a_plugin_calling_os_exit_at_import_is_named_and_left_out(tmp_path, monkeypatch):
     import importlib.metadata
 
