@@ -251,13 +251,3 @@ def _series_grid(data: Any, many_runs: bool, columns: int, log_scale: bool, heig
         .facet(facet=alt.Facet("series:N", title=None, header=alt.Header(labelFontSize=12, labelFontWeight="bold")), columns=columns)
         .resolve_scale(y="independent")
     )
-
-
-def latest_values(records: Iterable[Mapping[str, Any]]) -> dict[str, float]:
-    """The most recent value of every series (for a metrics row)."""
-    out: dict[str, float] = {}
-    for rec in records:
-        for key, value in rec.items():
-            if key not in NOT_SERIES and isinstance(value, (int, float)) and not isinstance(value, bool):
-                out[key] = float(value)
-    return out

@@ -67,12 +67,6 @@ def remember(run_id: str) -> None:
     st.query_params[QUERY_RUN] = run_id
 
 
-def forget_current() -> None:
-    st.session_state.pop(CURRENT_KEY, None)
-    if QUERY_RUN in st.query_params:
-        del st.query_params[QUERY_RUN]
-
-
 def current_run_id() -> str | None:
     """The run this tab shows: the URL's ``?run=`` (survives a reload), else the session's."""
     from_url = st.query_params.get(QUERY_RUN)
