@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from explorer.errors import ExplorerError, RunNotFound, shown
+from explorer.records import KINDS
 
 HEARTBEAT_STALE_S = 120.0
 _live: set[str] = set()  # run ids this process is writing right now (a thread of this process trains them)
@@ -228,14 +229,22 @@ def check_status(raw: Any) -> tuple[dict[str, Any], list[str]]:
 
 
 def check_record(rec: Any) -> dict[str, Any] | None:
-    """A metrics.jsonl record made safe: a JSON object with a whole-number ``step`` (else None); values
-    that are not numbers are dropped, numbers become floats."""
+    """A metrics.jsonl record made safe: a JSON object with a whole-number ``step`` (else None); a
+    ``kind`` that is one of :data:`records.KINDS` and ``errors`` as short texts by metric name are
+    kept; other values that are not numbers are dropped, numbers become floats."""
     if not isinstance(rec, dict):
         return None
     step = rec.get("step")
     if not _is_int(step) or not 0 <= step <= 10**12:
         return None
     out: dict[str, Any] = {"step": step}
+    if rec.get("kind") in KINDS:
+        out["kind"] = rec["kind"]
+    errors = rec.get("errors")
+    if isinstance(errors, dict):
+        kept = {str(k)[:200]: str(v)[:2000] for k, v in list(errors.items())[:50] if isinstance(v, str)}
+        if kept:
+            out["errors"] = kept
     for key, value in rec.items():
         if key == "step" or isinstance(value, bool) or not isinstance(value, (int, float)):
             continue

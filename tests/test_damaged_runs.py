@@ -58,7 +58,7 @@ def test_reading_every_file_of_every_run_never_raises_anything_but_a_clear_error
         for rec in store.read_metrics():
             assert isinstance(rec["step"], int)
         for step in store.snapshot_steps():
-            compare.load_snapshot(store, step)
+            store.load_snapshot(step)
         try:
             store.read_spec()
             store.load_checkpoint()

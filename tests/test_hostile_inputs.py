@@ -186,10 +186,15 @@ def test_metrics_lines_that_are_json_but_not_records_are_skipped(good_run, runs)
     store = copy_run(good_run, runs, "r")
     with open(store.path / "metrics.jsonl", "a") as fh:
         fh.write('5\n{"g_loss": 1}\n{"step": "abc"}\n{"step": true}\n{"step": 3, "g_loss": "x", "d_loss": 1e999}\n')
+        fh.write('{"step": 4, "kind": "metric", "errors": {"m": "boom", "n": 5}, "w": 1}\n'
+                 '{"step": 5, "kind": {"x": 1}, "errors": [1], "w": 2}\n')
     records = store.read_metrics()
     assert all(isinstance(r["step"], int) for r in records)
-    assert all(isinstance(v, float) for r in records for k, v in r.items() if k != "step")
+    assert all(isinstance(v, float) for r in records for k, v in r.items() if k not in ("step", "kind", "errors"))
     assert store.skipped_records == 4
+    # what the trainer writes is kept (a record's kind, a failed metric's message); anything else is dropped
+    assert {k: v for k, v in records[-2].items() if k != "time"} == {"step": 4, "kind": "metric", "errors": {"m": "boom"}, "w": 1.0}
+    assert records[-1] == {"step": 5, "w": 2.0}
     members = run_members(good_run)
     members["r1/metrics.jsonl"] += b'{"g_loss": 1}\n'
     with pytest.raises(ArchiveError, match="metrics.jsonl line .* is not a metrics record"):
@@ -227,7 +232,7 @@ def test_a_snapshot_with_wrong_shapes_or_keys_reads_as_damaged(good_run, runs, a
     (store.path / "samples" / f"step_{step:07d}.npz").write_bytes(bio.getvalue())
     assert store.load_snapshot_arrays(step) is None
     assert "is damaged" in store.snapshot_problem
-    snap = compare.load_snapshot(store, step)  # falls back to the generated samples alone
+    snap = store.load_snapshot(step)  # falls back to the generated samples alone
     assert snap is not None and snap.fake.shape[1] == 2
     members = run_members(good_run)
     members[f"r1/samples/step_{step:07d}.npz"] = bio.getvalue()
