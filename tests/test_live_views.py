@@ -38,6 +38,8 @@ def test_a_live_chart_is_validated_once_and_redraws_send_only_new_data(monkeypat
     assert len(built) == 1  # the second frame reused the first one's spec
     assert {k: v for k, v in first.items() if k != "datasets"} == {k: v for k, v in second.items() if k != "datasets"}
     assert not first["datasets"]["points"].equals(second["datasets"]["points"])
+    # drawn on a canvas, with no ARIA label per mark: a redraw repaints, it does not restyle SVG nodes
+    assert first["usermeta"]["embedOptions"]["renderer"] == "canvas" and first["config"]["aria"] is False
     curves = [{"step": s, "d_loss": 1.0 / s, "g_loss": 0.7} for s in range(1, 50)]
     charts.curves_figure(charts.history_frame(curves[:10], run="r")).spec()
     charts.curves_figure(charts.history_frame(curves, run="r")).spec()

@@ -39,6 +39,7 @@ D_COLOUR = "#2ca02c"
 D_STAR = "#7f7f7f"
 MAP_GREY = "#9a9a9a"
 MAX_POINTS = 1000  # points of each kind drawn in 2-D
+SAMPLES = ["real", "generated"]  # the points' two kinds, in the legend's order
 
 
 @dataclass
@@ -256,7 +257,9 @@ def _points_2d(arr: np.ndarray, label: str, doms: Sequence[tuple[float, float]] 
     arr = arr[np.isfinite(arr).all(axis=1)]
     if doms is not None:  # samples beyond the view are drawn on its edge, never dropped
         arr = np.column_stack([np.clip(arr[:, d], *doms[d]) for d in range(2)]) if len(arr) else arr.reshape(0, 2)
-    return pd.DataFrame({"x1": arr[:, 0], "x2": arr[:, 1], "sample": label})
+    # the label as a category: one dictionary entry in Arrow, not a string per point
+    return pd.DataFrame({"x1": arr[:, 0], "x2": arr[:, 1],
+                         "sample": pd.Categorical.from_codes(np.full(len(arr), SAMPLES.index(label)), SAMPLES)})
 
 
 def domain_2d(snap: Snapshot, previous: Sequence[tuple[float, float]] | None = None) -> list[tuple[float, float]]:
