@@ -22,6 +22,7 @@ from explorer.errors import ExplorerError, one_line
 # Subcommands that live in their own modules: (module, help). Each module has configure(parser) and run(args) -> int.
 EXTERNAL_COMMANDS = {
     "new-plugin": ("explorer.scaffold", "scaffold a generative-explorer-NAME plugin package"),
+    "app": ("explorer.ui.serve", "serve the explorer app (Streamlit), its heavy imports warmed while it starts"),
 }
 
 
@@ -227,7 +228,11 @@ def _command_of(argv: list[str]) -> str | None:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser, handlers = build_parser(_command_of(argv))
-    args = parser.parse_args(argv)
+    if _command_of(argv) == "app" and not {"-h", "--help"} & set(argv):
+        # everything after `app` is Streamlit's (argparse would take `--server.port` for one of ours)
+        args = argparse.Namespace(command="app", streamlit_options=argv[argv.index("app") + 1:])
+    else:
+        args = parser.parse_args(argv)
     if not args.command:
         parser.print_help()
         return 2

@@ -50,13 +50,14 @@ def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 90.0) -> Non
 
 @contextlib.contextmanager
 def streamlit_app(workdir: Path, **env: str) -> Iterator[str]:
-    """`streamlit run explorer/app.py` with its runs in ``workdir/runs``; yields the URL. The server's
+    """`genex app` (the README's app command: `streamlit run explorer/app.py`, warmed) with its runs in
+    ``workdir/runs``; yields the URL. The server's
     log is copied to test-artifacts/streamlit.log for a person to read."""
     port = free_port()
     log_path = workdir / "streamlit.log"
     log = open(log_path, "wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "explorer/app.py", "--server.headless", "true",
+        [sys.executable, "-m", "explorer", "app", "--server.headless", "true",
          "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
          "--server.fileWatcherType", "none", "--server.port", str(port)],
         cwd=ROOT, env={**os.environ, "GENEX_RUNS_DIR": str(workdir / "runs"), **env}, stdout=log, stderr=subprocess.STDOUT,

@@ -145,3 +145,24 @@ def test_new_plugin_help_starts_without_importing_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**__import__("os").environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_app_warms_up_then_serves_with_streamlit_options_passed_through(monkeypatch, capsys):
+    """`genex app`: torch, the plugins, the presets and the RunManager are loaded before the server
+    starts (so the first tab is as fast as any other); Streamlit's options pass through, after ours."""
+    from streamlit.web import cli as streamlit_cli
+
+    from explorer.cli import main
+    from explorer.ui import serve
+
+    calls = []
+    monkeypatch.setattr(serve, "warm_up", lambda: calls.append("warm"))
+    monkeypatch.setattr(streamlit_cli, "main", lambda **kw: calls.append(("serve", list(sys.argv), kw)))
+    monkeypatch.setattr(sys, "argv", ["genex"])
+    assert main(["app", "--server.port", "8765", "--server.address", "0.0.0.0"]) == 0
+    assert calls[0] == "warm"
+    argv = calls[1][1]
+    assert argv[:3] == ["streamlit", "run", str(serve.APP)] and serve.APP.name == "app.py" and serve.APP.is_file()
+    assert argv[-4:] == ["--server.port", "8765", "--server.address", "0.0.0.0"]
+    assert argv[3:-4] == list(serve.FLAGS) and "--runner.postScriptGC" in argv
+    assert "loading torch, the plugins and the presets" in capsys.readouterr().out
