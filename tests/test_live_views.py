@@ -71,6 +71,10 @@ def test_the_2d_domain_holds_still_while_samples_move_inside_it_and_grows_when_t
     assert moved[0][1] > first[0][1] + 1 and moved[1][1] > first[1][1] + 1  # the view follows the samples
     (x0, x1), (y0, y1) = moved
     assert 1 / 1.5 <= (x1 - x0) / (y1 - y0) <= 1.5  # never squashed past 3:2
+    # back on the data: the frame shrinks again, so the data never sits small in a corner of it
+    back = views.domain_2d(ring_snapshot(3, shift=0.05), moved)
+    assert back != moved and (back[0][1] - back[0][0]) < 0.75 * (x1 - x0)
+    assert views.domain_2d(ring_snapshot(4, shift=0.05), back) == back  # and holds still there
 
 
 def test_samples_beyond_the_view_are_drawn_at_its_edge_and_counted():

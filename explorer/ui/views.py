@@ -68,11 +68,11 @@ def _nice_step(span: float) -> float:
 
 def stable_range(wanted: tuple[float, float], previous: tuple[float, float] | None = None) -> tuple[float, float]:
     """An axis range that holds still while a run trains: ``wanted`` snapped outward to round steps,
-    and the previous range kept while it still holds what is wanted and is not over twice its size."""
+    and the previous range kept while it still holds what is wanted and is under twice its size."""
     lo, hi = float(wanted[0]), float(wanted[1])
     if not (math.isfinite(lo) and math.isfinite(hi)) or hi <= lo:
         return previous or ((lo - 1.0, lo + 1.0) if math.isfinite(lo) else (-1.0, 1.0))
-    if previous is not None and previous[0] <= lo and hi <= previous[1] and (hi - lo) > 0.4 * (previous[1] - previous[0]):
+    if previous is not None and previous[0] <= lo and hi <= previous[1] and (hi - lo) > 0.5 * (previous[1] - previous[0]):
         return previous
     if previous is not None:  # it moves: leave room, so the next few frames fit without another jump
         mid, half = (lo + hi) / 2, 0.6 * (hi - lo)
