@@ -312,7 +312,7 @@ class RunManager:
         spec = resolve(raw, self.registry or get_registry())
         if step >= spec.steps:
             raise ExplorerError(f"run {run_id} already reached its {spec.steps} steps; ask for more steps to continue it")
-        store.write_status("queued", total_steps=spec.steps)
+        store.write_status("queued", total_steps=spec.steps, step=step)
         run = ManagedRun(store.id, store, spec, RunState(spec.steps), owner, resume_from=store.path)
         run.state.update(step=step)
         return self._enqueue(run)
@@ -337,6 +337,7 @@ class RunManager:
         same_optim = raw.get("optim") == parent_store.read_spec().get("optim")
         parent = {"run": parent_store.id, "step": step}
         store = RunStore.create(spec.to_dict(), self.root, name=name or f"{spec.short_name()}-fork", parent=parent)
+        store.write_status("queued", step=step)  # it starts where its parent was, not at 0, from the first listing
         run = ManagedRun(store.id, store, spec, RunState(spec.steps), owner, resume_from=parent_store.path,
                          resume_optimizers=same_optim)
         run.state.update(step=step)

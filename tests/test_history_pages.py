@@ -235,6 +235,28 @@ def test_fork_from_the_runs_page_records_its_parent_and_draws_the_branch(runs_di
     assert any("fork at 20" in c and "this fork" in c and "parent, to step 20" in c for c in charts)
 
 
+def test_stop_on_the_runs_page_shows_the_run_stopped_at_once(runs_dir, monkeypatch):
+    import threading
+
+    manager = get_manager()
+    real_stop = manager.stop
+    # a worker process stops at its next step boundary, a moment after it is asked: so does this one
+    monkeypatch.setattr(manager, "stop", lambda run_id: threading.Timer(0.5, real_stop, (run_id,)).start())
+    run = manager.start(resolve({**TINY, "steps": 100_000}), owner="another-tab")
+    deadline = time.monotonic() + 60
+    while run.state.view().step < 5 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    at = page("runs_page.py")
+    at.run()
+    at.selectbox(key="runs.open").set_value(run.store.path.name).run()
+    assert any("running" in p.proto.text for p in at.get("progress"))
+    at.button(key="runs.stop").click().run()
+    assert not at.exception
+    texts = [p.proto.text for p in at.get("progress")]
+    assert texts and texts[-1].startswith("stopped"), texts  # not "running" until a reload
+    assert not [b for b in at.button if b.key == "runs.stop"]
+
+
 def test_delete_from_the_runs_page_removes_a_finished_run(runs_dir):
     a = finished(runs_dir)
     at = page("runs_page.py")

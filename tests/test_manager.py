@@ -81,6 +81,7 @@ def test_a_fork_records_its_parent_and_starts_from_its_weights(manager):
     parent = manager.start(parse_spec(FAST), owner="a")
     assert wait(lambda: parent.status == "finished")
     fork = manager.fork(parent.id, {"steps": 60, "optim.generator.lr": 1e-4}, owner="a")
+    assert fork.store.summary().step == 40  # listed from its parent's step at once, never "step 0 / 60"
     assert wait(lambda: fork.status == "finished")
     status = fork.store.read_status()
     assert status["parent"] == {"run": parent.id, "step": 40}

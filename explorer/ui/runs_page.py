@@ -8,6 +8,7 @@ RunManager, exports or imports it as one archive (explorer.archive), and deletes
 from __future__ import annotations
 
 import json
+import time
 import urllib.parse
 from datetime import date, datetime
 from pathlib import Path
@@ -204,6 +205,9 @@ with act[0].container(border=True):
         st.caption("Training now.")
         if live is not None and st.button("Stop this run", key="runs.stop"):
             manager.stop(live.id)
+            deadline = time.monotonic() + 10  # it stops at its next step boundary: wait, so the page shows it stopped
+            while live.active and time.monotonic() < deadline:
+                time.sleep(0.05)
             st.rerun()
     elif not store.has_checkpoint():
         st.caption("No checkpoint saved: it cannot be resumed.")
