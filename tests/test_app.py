@@ -484,3 +484,25 @@ def test_a_plugin_that_failed_to_load_is_named_on_the_train_page(app_runs_dir, a
     assert any("broken-test-plugin" in w and "failed to load" in w for w in warnings), warnings
     links = [el for el in at.sidebar.get("page_link")]
     assert links and links[0].proto.page == "plugins", [el.proto for el in links]
+
+
+def test_a_run_opened_by_its_link_brings_its_pipeline_into_the_sidebar(app_runs_dir):
+    """A `?run=` link from the Runs or Compare page: the sidebar, the caption and Start describe the run
+    shown, not the default preset."""
+    from explorer.execute import run_foreground
+    from explorer.spec import parse_spec
+
+    spec = parse_spec({"data": "grid25", "objective": "mmd", "generator": {"name": "mlp", "width": 16, "depth": 1},
+                       "steps": 10, "batch_size": 32, "snapshot_every": 10, "notes": "an MMD run on the grid"})
+    store, _ = run_foreground(spec, root=app_runs_dir)
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.query_params["run"] = store.path.name
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert by_label(at.sidebar.selectbox, "Objective").value == "mmd"
+    assert by_label(at.sidebar.selectbox, "Data").value == "grid25"
+    assert "from run" in by_label(at.sidebar.selectbox, "Preset").format_func(by_label(at.sidebar.selectbox, "Preset").value)
+    assert any("an MMD run on the grid" in c.value for c in at.caption)
+    at.run()  # later reruns keep what the user composes (the run's pipeline is taken once)
+    set_sidebar(at, "selectbox", "Objective", "nonsaturating")
+    assert by_label(at.sidebar.selectbox, "Objective").value == "nonsaturating"

@@ -107,6 +107,39 @@ def _take_link(reg: Registry) -> str | None:
     return None
 
 
+RUN_TOKEN_KEY = "genex.run_token"
+
+
+def _take_run(reg: Registry) -> str | None:
+    """A run opened by its link (``?run=``, from the Runs or Compare page or another tab) brings its own
+    pipeline: it becomes this tab's preset "from run …" once, so the sidebar and the caption describe the
+    run shown and Start trains that pipeline. A run this tab started itself changes nothing."""
+    from explorer.runs import open_run
+    from explorer.ui.state import CURRENT_KEY, QUERY_RUN
+
+    run_id = st.query_params.get(QUERY_RUN)
+    if not run_id or st.session_state.get(RUN_TOKEN_KEY) == run_id:
+        return None
+    st.session_state[RUN_TOKEN_KEY] = run_id
+    if st.session_state.get(CURRENT_KEY) == run_id:
+        return None  # this tab's own run: the sidebar already holds its pipeline
+    try:
+        raw = open_run(run_id).read_spec()
+    except ExplorerError:
+        return None  # the page says why it cannot open the run
+    raw.pop("provenance", None)
+    try:
+        resolved = resolve(raw, reg).to_dict()
+    except ExplorerError as exc:
+        return f"Run {run_id[:80]}'s pipeline cannot be composed here: {exc}"
+    uploaded = st.session_state.setdefault(UPLOADED_KEY, {})
+    uploaded["run"] = Preset("run", f"{raw.get('name') or 'pipeline'} (from run {run_id[:40]})", raw,
+                             notes=str(raw.get("notes") or ""), resolved=resolved)
+    st.session_state[PRESET_KEY] = "run"
+    _bump()
+    return None
+
+
 def share_query(spec: Spec, reg: Registry) -> str:
     """``spec=...``: the query string that reproduces this pipeline."""
     from urllib.parse import urlencode
@@ -195,7 +228,7 @@ def compose(reg: Registry) -> Composition:
     sb = st.sidebar
     sb.header("Pipeline")
     draw_plugin_failures(reg, sb)
-    upload_error = _take_upload(reg) or _take_link(reg)
+    upload_error = _take_upload(reg) or _take_link(reg) or _take_run(reg)
     presets = all_presets(reg)
     by_id = {p.id: p for p in presets}
     if st.session_state.get(PRESET_KEY) not in by_id:
