@@ -302,6 +302,7 @@ def test_plugins_page_shows_a_broken_plugin_and_everything_else(app_runs_dir, ap
     assert not at.exception, [e.value for e in at.exception]
     errors = [e.value for e in at.error]
     assert any("broken-test-plugin" in e and "broken on purpose" in e for e in errors), errors
+    assert any("Restart the app (`genex app`)" in c.value for c in at.caption)  # what to do about it
     labels = [x.label for x in at.expander]
     assert any("Traceback of broken-test-plugin" in x for x in labels)
     assert any("ring8" in x for x in labels) and any("test-extra-sampler" in x for x in labels)

@@ -16,7 +16,8 @@ info = reg.describe()
 st.title("Plugins")
 st.caption("Built-in components register through the same `generative_explorer` entry points as third-party "
            "packages (`pip install generative-explorer-<thing>`); a plugin that fails to load is listed below "
-           "and everything else keeps working.")
+           "and everything else keeps working. Plugins load once per server: after installing, upgrading or "
+           "editing a plugin package, restart the app (`genex app`) to load it.")
 
 n_components = sum(len(reg.components[k]) for k in KINDS)
 c = st.columns(4)
@@ -30,6 +31,8 @@ if reg.errors:
     for err in reg.errors:
         where = f"{err.plugin}" + (f" ({err.dist} {err.version or '?'})" if err.dist else "")
         st.error(f"**{where}** failed at {err.stage}: {err.message}", icon=":material/extension_off:")
+        st.caption("Fixed it, or installed the package while the app was running? Restart the app (`genex app`): "
+                   "plugins load once per server, and `genex plugins` shows the state a restart will load.")
         if err.traceback:
             with st.expander(f"Traceback of {err.plugin}"):
                 st.code(err.traceback, language="python")
