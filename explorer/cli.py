@@ -22,7 +22,7 @@ from explorer.errors import ExplorerError, one_line
 # Subcommands that live in their own modules: (module, help). Each module has configure(parser) and run(args) -> int.
 EXTERNAL_COMMANDS = {
     "new-plugin": ("explorer.scaffold", "scaffold a generative-explorer-NAME plugin package"),
-    "app": ("explorer.ui.serve", "serve the explorer app (Streamlit), its heavy imports warmed while it starts"),
+    "app": ("explorer.ui.serve", "serve the explorer app (Streamlit), torch, the plugins and the presets loaded first"),
 }
 
 

@@ -223,8 +223,6 @@ def test_a_spec_json_of_null_lists_as_damaged_and_cannot_be_opened(good_run, run
     {"step": np.array("x"), "real": np.zeros((5, 2)), "fake": np.zeros((5, 2))},
 ])
 def test_a_snapshot_with_wrong_shapes_or_keys_reads_as_damaged(good_run, runs, arrays):
-    from explorer import compare
-
     store = copy_run(good_run, runs, "r")
     step = store.snapshot_steps()[-1]
     bio = io.BytesIO()
@@ -391,10 +389,24 @@ def test_app_links_with_hostile_parameters_show_an_error_box(good_run, runs):
 
 
 # -- plugins and components that end the process ----------------------------------------------------------
+def _with_objective_plugin(cls):
+    """A registry of the installed plugins plus a plugin "quitter" (genex-quitter 0.1) registering ``cls``."""
+    import types
+
+    from explorer import hookimpl
+    from explorer.registry import Registry, get_registry
+
+    reg = Registry()
+    for name, info in get_registry().plugins.items():
+        reg.load_module(info.module, name=name, dist=info.dist, version=info.version)
+    module = types.SimpleNamespace(register_objectives=hookimpl(lambda register: register(cls)))
+    reg.add_plugin(module, name="quitter", dist="genex-quitter", version="0.1")
+    return reg
+
+
 def test_sys_exit_in_a_component_fails_its_run_named(runs, capsys):
     from explorer import Objective
     from explorer.execute import run_foreground
-    from explorer.registry import Registry, get_registry
 
     class Quitter(Objective):
         name, summary = "test-quitter", "calls sys.exit in generator_loss"
@@ -405,15 +417,7 @@ def test_sys_exit_in_a_component_fails_its_run_named(runs, capsys):
         def generator_loss(self, D, real, fake):
             sys.exit(3)
 
-    import types
-
-    from explorer import hookimpl
-
-    reg = Registry()
-    for name, info in get_registry().plugins.items():
-        reg.load_module(info.module, name=name, dist=info.dist, version=info.version)
-    module = types.SimpleNamespace(register_objectives=hookimpl(lambda register: register(Quitter)))
-    reg.add_plugin(module, name="quitter", dist="genex-quitter", version="0.1")
+    reg = _with_objective_plugin(Quitter)
     spec = parse_spec({**TINY, "objective": "test-quitter"}, registry=reg)
     store, state = run_foreground(spec, root=runs, registry=reg)
     view = state.view()
@@ -423,10 +427,9 @@ def test_sys_exit_in_a_component_fails_its_run_named(runs, capsys):
 
 
 def test_sys_exit_while_a_component_is_built_fails_its_run_named(runs):
-    from explorer import Objective, hookimpl
+    from explorer import Objective
     from explorer.errors import PluginError
     from explorer.execute import execute, run_foreground
-    from explorer.registry import Registry, get_registry
     from explorer.runs import RunStore
     from explorer.training import RunState
 
@@ -442,13 +445,7 @@ def test_sys_exit_while_a_component_is_built_fails_its_run_named(runs):
 
         generator_loss = discriminator_loss
 
-    import types
-
-    reg = Registry()
-    for name, info in get_registry().plugins.items():
-        reg.load_module(info.module, name=name, dist=info.dist, version=info.version)
-    module = types.SimpleNamespace(register_objectives=hookimpl(lambda register: register(QuitsAtInit)))
-    reg.add_plugin(module, name="quitter", dist="genex-quitter", version="0.1")
+    reg = _with_objective_plugin(QuitsAtInit)
     spec = parse_spec({**TINY, "objective": "test-quits-at-init"}, registry=reg)
     named = ("sys.exit('bye') called in objective 'test-quits-at-init' from plugin quitter (genex-quitter 0.1) "
              "while the pipeline was built")

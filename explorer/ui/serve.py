@@ -35,7 +35,7 @@ def warm_up() -> None:
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.description = ("Serve the explorer (Streamlit) with torch, the plugins and the presets loaded while the "
+    parser.description = ("Serve the explorer (Streamlit) with torch, the plugins and the presets loaded before the "
                           "server starts, so the first tab opens as fast as any other.")
     parser.add_argument("streamlit_options", nargs=argparse.REMAINDER,
                         help="passed to `streamlit run`, e.g. --server.port 8502 --server.address 0.0.0.0")

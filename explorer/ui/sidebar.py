@@ -61,6 +61,14 @@ def all_presets(reg: Registry) -> list[Preset]:
 UPLOAD_KEY = "genex.spec_upload"
 
 
+def _adopt(pid: str, title: str, raw: dict[str, Any], resolved: dict[str, Any]) -> None:
+    """Make a pipeline brought in from outside (a file, a link, a run) this tab's selected preset."""
+    uploaded = st.session_state.setdefault(UPLOADED_KEY, {})
+    uploaded[pid] = Preset(pid, title, raw, notes=str(raw.get("notes") or ""), resolved=resolved)
+    st.session_state[PRESET_KEY] = pid
+    _bump()
+
+
 def _take_upload(reg: Registry) -> str | None:
     """Turn an uploaded spec file into a preset of this tab (before the preset menu is drawn, so it can
     select it); returns an error message for a file that does not parse."""
@@ -76,9 +84,7 @@ def _take_upload(reg: Registry) -> str | None:
         resolved = resolve(raw, reg).to_dict()
     except ExplorerError as exc:
         return f"{file.name}: {exc}"
-    uploaded[pid] = Preset(pid, f"{raw.get('name') or file.name} (uploaded)", raw, notes=str(raw.get("notes") or ""), resolved=resolved)
-    st.session_state[PRESET_KEY] = pid
-    _bump()
+    _adopt(pid, f"{raw.get('name') or file.name} (uploaded)", raw, resolved)
     return None
 
 
@@ -99,11 +105,7 @@ def _take_link(reg: Registry) -> str | None:
         resolved = resolve(raw, reg).to_dict()
     except ExplorerError as exc:
         return f"The link's pipeline cannot be used: {exc}"
-    uploaded = st.session_state.setdefault(UPLOADED_KEY, {})
-    uploaded["link"] = Preset("link", f"{raw.get('name') or 'pipeline'} (from the link)", raw,
-                              notes=str(raw.get("notes") or ""), resolved=resolved)
-    st.session_state[PRESET_KEY] = "link"
-    _bump()
+    _adopt("link", f"{raw.get('name') or 'pipeline'} (from the link)", raw, resolved)
     return None
 
 
@@ -132,11 +134,7 @@ def _take_run(reg: Registry) -> str | None:
         resolved = resolve(raw, reg).to_dict()
     except ExplorerError as exc:
         return f"Run {run_id[:80]}'s pipeline cannot be composed here: {exc}"
-    uploaded = st.session_state.setdefault(UPLOADED_KEY, {})
-    uploaded["run"] = Preset("run", f"{raw.get('name') or 'pipeline'} (from run {run_id[:40]})", raw,
-                             notes=str(raw.get("notes") or ""), resolved=resolved)
-    st.session_state[PRESET_KEY] = "run"
-    _bump()
+    _adopt("run", f"{raw.get('name') or 'pipeline'} (from run {run_id[:40]})", raw, resolved)
     return None
 
 
