@@ -14,6 +14,7 @@ import torch
 from streamlit.testing.v1 import AppTest
 
 from explorer.errors import SpecError
+from explorer.registry import get_registry
 from explorer.execute import run_foreground
 from explorer.runs import RunStore, list_runs
 from explorer.spec import parse_spec, resolve
@@ -110,6 +111,21 @@ def test_compare_page_draws_the_setup_from_a_preset_without_errors():
     assert at.radio(key="cmp.source").value == "a preset"
     assert at.multiselect(key="cmp.values0").value == ["minimax", "nonsaturating"]
     assert "2 runs" in " ".join(c.value for c in at.caption)
+
+
+def test_compare_page_steps_follow_the_chosen_preset():
+    """Switching the preset resets the steps to the new preset's (a link then reproduces what ran)."""
+    by_id = {p.id: p for p in load_presets(get_registry())}
+    at = page("compare_page.py")
+    at.run()
+    first = at.selectbox(key="cmp.preset").value
+    steps = [n for n in at.number_input if n.label == "steps"][0]
+    assert steps.value == by_id[first].raw["steps"]
+    steps.set_value(123).run()
+    other = next(i for i, p in by_id.items() if p.raw.get("steps") not in (None, by_id[first].raw["steps"]) and not p.error)
+    at.selectbox(key="cmp.preset").set_value(other).run()
+    assert not at.exception
+    assert [n for n in at.number_input if n.label == "steps"][0].value == by_id[other].raw["steps"]
 
 
 def test_compare_page_trains_a_linked_comparison_and_shows_table_and_diff(runs_dir):

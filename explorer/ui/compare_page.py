@@ -67,9 +67,11 @@ with st.container(border=True):
     st.subheader("Set up a comparison")
     c = st.columns([1.2, 2])
     source = c[0].radio("Start from", list(sources), key="cmp.source", horizontal=False)
+    base_id = source  # what the settings below start from: choosing another base resets them to its values
     if sources[source] is None:
         by_id = {p.id: p for p in presets}
         pid = c[1].selectbox("Preset", list(by_id), key="cmp.preset", format_func=lambda i: by_id[i].title)
+        base_id = f"preset:{pid}"
         base_raw = dict(by_id[pid].raw) if pid else {}
         if pid and by_id[pid].notes:
             c[1].caption(by_id[pid].notes)
@@ -120,7 +122,8 @@ with st.container(border=True):
     c2 = st.columns(3)
     seeds = c2[0].number_input("seeds per variant", 1, 5, 1, key="cmp.seeds",
                                help="More than one gives each variant several runs (mean ± standard error in the table).")
-    steps = c2[1].number_input("steps", 10, 1_000_000, int(base_raw.get("steps") or 2000), step=100, key="cmp.steps")
+    steps = c2[1].number_input("steps", 10, 1_000_000, int(base_raw.get("steps") or 2000), step=100, key=f"cmp.steps.{base_id}",
+                               help="The base pipeline's own steps until you change them (a link reproduces what ran).")
     try:
         variants = compare.expand_variants(base_raw, varies, int(seeds), reg, steps=int(steps))
         error = None
