@@ -164,6 +164,30 @@ def test_a_bad_link_shows_an_error_and_falls_back_to_the_presets():
     assert at.radio(key="cmp.source").value == "a preset"
 
 
+def test_the_history_picker_keeps_a_running_run_picked_while_it_trains(runs_dir):
+    a = finished(runs_dir)
+    run = get_manager().start(resolve({**TINY, "steps": 100_000, "log_every": 5}), owner="another-tab")
+    try:
+        deadline = time.monotonic() + 60
+        while run.store.summary().step < 5 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        at = page("compare_page.py")
+        at.run()
+        picker = at.multiselect(key="cmp.history")
+        picker.set_value([a.id, run.id]).run()
+        labels = list(at.multiselect(key="cmp.history").options)
+        step = run.store.summary().step
+        while run.store.summary().step <= step and time.monotonic() < deadline:
+            time.sleep(0.1)
+        at.run()
+        # the options are labelled by what never changes, so the selection survives the run's progress
+        assert list(at.multiselect(key="cmp.history").options) == labels
+        assert at.multiselect(key="cmp.history").value == [a.id, run.id]
+        assert any("step" in c.value and "running" in c.value for c in at.caption)
+    finally:
+        get_manager().stop(run.id)
+
+
 def test_a_comparison_from_finished_runs_in_the_history(runs_dir):
     a = finished(runs_dir, optim={"generator": {"lr": 1e-3}})
     b = finished(runs_dir, optim={"generator": {"lr": 1e-4}})

@@ -150,8 +150,11 @@ with st.expander("…or compare runs from the history"):
     stores = {s.id: s for s in iter_runs(comparisons=True)}
     summaries = {k: s.summary() for k, s in stores.items()}
     options = [k for k, s in sorted(summaries.items(), key=lambda kv: -kv[1].created) if s.status not in ("queued", "damaged")]
-    picked = st.multiselect("runs", options, key="cmp.history",
-                            format_func=lambda k: f"{summaries[k].name} · {summaries[k].status} · step {summaries[k].step} · {k}")
+    # labelled by what never changes (name and id): Streamlit keeps a selection by its labels, so a running
+    # run's moving step or status in its label would drop it from the selection on the next redraw
+    picked = st.multiselect("runs", options, key="cmp.history", format_func=lambda k: f"{summaries[k].name} · {k}")
+    if picked:
+        st.caption(" · ".join(f"{summaries[k].name}: {summaries[k].status}, step {summaries[k].step:,}" for k in picked))
     if st.button("Compare these", disabled=len(picked) < 2, key="cmp.from_history"):
         specs = {k: stores[k].read_spec() for k in picked}
         st.session_state[COMPARE_KEY] = {"ids": picked, "labels": compare.labels_for_specs(specs),
