@@ -98,3 +98,12 @@ def test_slow_runs_show_their_rate_not_zero():
     from explorer.ui.live import rate_text
 
     assert rate_text(0.3) == "0.3" and rate_text(85.4) == "85" and rate_text(4.25) == "4.2" and rate_text(0) == "0"
+
+
+def test_a_diverged_1d_generator_is_named_where_it_went():
+    x = np.linspace(-3, 3, 200)
+    rng = np.random.default_rng(0)
+    fake = np.r_[rng.normal(0, 0.5, 490).clip(-2, 2), np.full(10, -15.0)].reshape(-1, 1)  # ten samples far off, at x = -15
+    snap = Snapshot(5, "1d", rng.normal(0, 1, (500, 1)), fake, {"x": x, "p_data": np.exp(-x ** 2 / 2), "p_g": np.exp(-x ** 2 / 2)})
+    fig = views.view_1d(snap)
+    assert fig.datasets["note"]["text"].tolist() == ["10 generated samples beyond the view, from x = -15 to -15"]

@@ -125,16 +125,22 @@ def _equal_units(xdom: tuple[float, float], ydom: tuple[float, float], max_ratio
     return xdom, ydom
 
 
-def _outside_note(fake: np.ndarray, doms: Sequence[tuple[float, float]]) -> pd.DataFrame:
-    """A one-line note (or none) counting the generated samples beyond the view, which are drawn at its edge."""
+def _outside_note(fake: np.ndarray, doms: Sequence[tuple[float, float]], drawn: bool = True) -> pd.DataFrame:
+    """A one-line note (or none) counting the generated samples beyond the view: drawn at its edge (2-D
+    points), or, where the view draws densities (1-D), where they are."""
     fake = _rows(fake)[:, : len(doms)]
     finite = np.isfinite(fake).all(axis=1)
     out = ~finite
     for d, (lo, hi) in enumerate(doms):
         out |= finite & ((fake[:, d] < lo) | (fake[:, d] > hi))
     n = int(out.sum())
-    text = [f"{n} generated sample{'s' if n > 1 else ''} beyond the view, drawn at its edge"] if n else []
-    return pd.DataFrame({"text": text})
+    text = f"{n} generated sample{'s' if n > 1 else ''} beyond the view"
+    if drawn:
+        text += ", drawn at its edge"
+    elif (out & finite).any():
+        beyond = fake[out & finite, 0]
+        text += f", from x = {beyond.min():.3g} to {beyond.max():.3g}"
+    return pd.DataFrame({"text": [text] if n else []})
 
 
 # ----------------------------------------------------------------------------------------------
@@ -155,7 +161,7 @@ def view_1d(snap: Snapshot, opts: ViewOptions | None = None) -> Figure:
     exact = bool(np.asarray(ex.get("p_data_exact", 0)).item())
     names = ("p_data (exact)" if exact else "p_data (KDE of the data)", "p_g (KDE of G(z))")
     datasets = {"dens": pd.concat([_curve(x, ex["p_data"], names[0]), _curve(x, ex["p_g"], names[1])]),
-                "note": _outside_note(snap.fake, [(lo, hi)])}
+                "note": _outside_note(snap.fake, [(lo, hi)], drawn=False)}
     probs = []
     if opts.critic and "critic" in ex:
         probs.append(_curve(x, ex["critic"], "D(x)"))
