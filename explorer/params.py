@@ -23,6 +23,8 @@ class Param:
     low/high: inclusive bounds for numbers (each list item for ``floats``/``ints``).
     choices: the allowed values (for ``str``, ``int`` or ``float``).
     log: a hint for widgets that the value spans orders of magnitude (learning rates).
+    label: the widget's label in the app, when the name alone would mislead (e.g. ``"M (0 = automatic)"``);
+    default: the name with spaces for underscores.
     """
 
     name: str
@@ -33,6 +35,7 @@ class Param:
     high: float | None = None
     choices: tuple | None = None
     log: bool = False
+    label: str = ""
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -120,6 +123,8 @@ class Param:
             out["choices"] = list(self.choices)
         if self.log:
             out["log"] = True
+        if self.label:
+            out["label"] = self.label
         return out
 
 

@@ -35,7 +35,8 @@ class Rejection(Sampler):
               choices=("uniform", "gaussian")),
         Param("proposal_loc", "float", 0.0, "mean of the Gaussian proposal"),
         Param("proposal_scale", "float", 1.0, "standard deviation of the Gaussian proposal", low=1e-9, high=1e9),
-        Param("M", "float", 0.0, "envelope constant, M q(x) >= p(x); 0 = automatic (1.05 max p/q)", low=0.0, high=MAX_M),
+        Param("M", "float", 0.0, "envelope constant, M q(x) >= p(x); 0 = automatic (1.05 max p/q)", low=0.0, high=MAX_M,
+              label="M (0 = automatic)"),
     )
 
     def __init__(self, **kw) -> None:

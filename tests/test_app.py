@@ -330,6 +330,8 @@ def test_sampling_page_shows_the_three_methods(app_runs_dir):
     by_label(at.selectbox, "target distribution (scipy.stats)").set_value("beta").run()
     assert not at.exception and not at.error
     assert "shape b" in [w.label for w in at.number_input]
+    # "0" for the envelope constant means automatic: its declared label says so
+    assert "M (0 = automatic)" in [w.label for w in at.number_input]
 
 
 def test_a_link_carries_a_pipeline_into_the_train_page(app_runs_dir):

@@ -34,7 +34,7 @@ LABELS = {"k_d": "k_D (D steps per G step)", "lr": "learning rate"}
 
 
 def label_for(param: Param) -> str:
-    return LABELS.get(param.name, param.name.replace("_", " "))
+    return param.label or LABELS.get(param.name, param.name.replace("_", " "))
 
 
 def help_for(param: Param) -> str:
