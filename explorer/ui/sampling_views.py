@@ -18,6 +18,7 @@ from explorer.components import Sampler
 
 UNIFORM = "#1f77b4"
 TARGET = "#ff7f0e"
+TARGET_LINE = "#c44e00"  # the target density p(x) as a line: the target's orange, dark enough over orange bars
 GREY = "#8c8c8c"
 REJECTED = "#b0b0b0"
 NICE_SHAPES = {
@@ -147,7 +148,7 @@ def histogram_chart(samples: np.ndarray, x: np.ndarray, pdf: np.ndarray, colour:
     bars = alt.Chart(hist).mark_rect(color=colour, opacity=0.45).encode(
         x=alt.X("left:Q", scale=X, title="x"), x2="right:Q", y=alt.Y("density:Q", title="density"),
         tooltip=[alt.Tooltip("left:Q", format=".3f"), alt.Tooltip("right:Q", format=".3f"), "count:Q"])
-    line = alt.Chart(pd.DataFrame({"x": x, "p": pdf, "what": "true density p(x)"})).mark_line(color="#333", strokeWidth=2).encode(
+    line = alt.Chart(pd.DataFrame({"x": x, "p": pdf, "what": "true density p(x)"})).mark_line(color=TARGET_LINE, strokeWidth=2).encode(
         x=alt.X("x:Q", scale=X), y="p:Q", tooltip=[alt.Tooltip("x:Q", format=".3f"), alt.Tooltip("p:Q", format=".3f")])
     return alt.layer(bars, line).properties(height=height)
 
@@ -172,7 +173,7 @@ def rejection_chart(x: np.ndarray, y: np.ndarray, accepted: np.ndarray, grid: np
                         legend=alt.Legend(orient="top", title=None)))
     lines = alt.Chart(curves).mark_line(strokeWidth=2.2).encode(
         x=alt.X("x:Q", scale=X), y="y:Q",
-        color=alt.Color("curve:N", scale=alt.Scale(domain=["target p(x)", "envelope M·q(x)"], range=["#c44e00", UNIFORM]),
+        color=alt.Color("curve:N", scale=alt.Scale(domain=["target p(x)", "envelope M·q(x)"], range=[TARGET_LINE, UNIFORM]),
                         legend=alt.Legend(orient="top", title=None)),
         strokeDash=alt.StrokeDash("curve:N", scale=alt.Scale(domain=["target p(x)", "envelope M·q(x)"], range=[[1, 0], [6, 3]]), legend=None))
     return alt.layer(dots, lines).resolve_scale(color="independent").properties(height=height)
