@@ -107,3 +107,20 @@ def test_a_diverged_1d_generator_is_named_where_it_went():
     snap = Snapshot(5, "1d", rng.normal(0, 1, (500, 1)), fake, {"x": x, "p_data": np.exp(-x ** 2 / 2), "p_g": np.exp(-x ** 2 / 2)})
     fig = views.view_1d(snap)
     assert fig.datasets["note"]["text"].tolist() == ["10 generated samples beyond the view, from x = -15 to -15"]
+
+
+def test_metric_panels_say_which_way_is_better_as_each_metric_declares():
+    from explorer.ui.live import with_directions
+
+    records = [{"step": s, "kind": "metric", "energy_distance": 0.1, "hq_fraction": 0.9, "undeclared": 1.0} for s in (10, 20)]
+    df = with_directions(charts.history_frame(records, run="r"), {"energy_distance": "lower", "hq_fraction": "higher"})
+    assert set(df["series"]) == {"energy_distance (↓ better)", "hq_fraction (↑ better)", "undeclared"}
+    spec = charts.series_grid_figure(df).spec()
+    assert sum(table.num_rows for table in spec["datasets"].values()) == 6  # every value still drawn
+
+
+def test_a_curve_with_one_point_so_far_is_drawn_as_a_dot():
+    spec = charts.curves_figure(charts.history_frame([{"step": 5, "kind": "loss", "g_loss": 0.7}], run="r")).spec()
+    dots = [layer for layer in spec["layer"] if layer.get("mark", {}).get("type") == "point"
+            and any(t.get("filter") == "datum.n < 2" for t in layer.get("transform", []))]
+    assert dots and dots[0]["mark"]["opacity"] == 1

@@ -212,7 +212,10 @@ def _curves(data: Any, shape: tuple[bool, bool], scale: tuple[str, float], title
         tooltip=[alt.Tooltip("run:N"), alt.Tooltip("series:N"), alt.Tooltip("step:Q"), alt.Tooltip("value:Q", format=".4g")],
     )
     rule = alt.Chart(data).mark_rule(color="#888", strokeDash=[3, 3]).encode(x="step:Q").transform_filter(hover)
-    chart = alt.layer(lines, catcher, points, rule).properties(height=height)
+    # a line needs two points: a curve with one value so far (the first log, a metric pass) is a dot
+    lone = base.mark_point(filled=True, size=40, opacity=1).transform_joinaggregate(
+        n="count()", groupby=["run", "series"]).transform_filter("datum.n < 2")
+    chart = alt.layer(lines, lone, catcher, points, rule).properties(height=height)
     if title:
         chart = chart.properties(title=title)
     return chart

@@ -7,7 +7,7 @@ run is active; the trainer keeps its own pace.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
 import streamlit as st
 
@@ -83,7 +83,27 @@ def draw_view(snap: Snapshot | None, critic: Critic, key: str, active: bool = Tr
     views.draw_snapshot(snap, opts=opts, critic=critic, key=f"{key}.view")
 
 
-def draw_curves(history: list[dict[str, Any]], run_name: str, key: str) -> None:
+BETTER = {"higher": "↑ better", "lower": "↓ better"}
+
+
+def with_directions(df: Any, directions: Mapping[str, str | None]) -> Any:
+    """``df`` (a :func:`charts.history_frame`) with each metric series labelled by the way its metric
+    declares better (``energy_distance (↓ better)``); undeclared series keep their names."""
+    if not directions or not len(df):
+        return df
+    def label(series: str) -> str:
+        return f"{series} ({BETTER[directions[series]]})" if directions.get(series) in BETTER else series
+
+    df = df.copy()
+    if hasattr(df["series"], "cat"):
+        df["series"] = df["series"].cat.rename_categories(label)
+    else:
+        df["series"] = df["series"].map(label)
+    return df
+
+
+def draw_curves(history: list[dict[str, Any]], run_name: str, key: str,
+                directions: Mapping[str, str | None] | None = None) -> None:
     losses, metrics = split_history(history)
     if not losses and not metrics:
         st.caption("The loss curves appear after the first logged steps.")
@@ -102,8 +122,8 @@ def draw_curves(history: list[dict[str, Any]], run_name: str, key: str) -> None:
         fig = charts.curves_figure(loss_df, chosen, log_scale=log_scale)
         st.vega_lite_chart(fig.spec(), width="stretch", key=f"{key}.losses")
     if metrics:
-        met_df = charts.history_frame(metrics, run=run_name)
-        st.markdown("**Metrics** (on a fixed sample, every `metric_every` steps)")
+        met_df = with_directions(charts.history_frame(metrics, run=run_name), directions or {})
+        st.markdown("**Metrics** (on a fixed sample, every `metric_every` steps; ↑/↓: which way each metric says is better)")
         fig = charts.series_grid_figure(met_df, log_scale=log_scale)
         st.vega_lite_chart(fig.spec(), width="content", key=f"{key}.metrics")
 
@@ -116,14 +136,15 @@ def draw_explanations(kind: str, objective: str, formula: str, has_critic: bool,
                 st.latex(item.formula)
 
 
-def draw_live(view: RunView, name: str, critic: Critic, key: str, starting: bool = False) -> None:
+def draw_live(view: RunView, name: str, critic: Critic, key: str, starting: bool = False,
+              directions: Mapping[str, str | None] | None = None) -> None:
     """Everything that changes while a run trains (the explanations stay outside, drawn once)."""
     draw_progress(view, name, starting)
     left, right = st.columns([1.1, 1], gap="large")
     with left, st.container(key=f"{key}_view"):
         draw_view(view.snapshot, critic, key, active=view.status in ACTIVE)
     with right, st.container(key=f"{key}_curves"):
-        draw_curves(view.history, name, key)
+        draw_curves(view.history, name, key, directions)
 
 
 def view_from_disk(store: RunStore) -> tuple[RunView, str]:
