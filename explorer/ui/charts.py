@@ -222,7 +222,7 @@ def _curves(data: Any, shape: tuple[bool, bool], scale: tuple[str, float], title
 
 
 def series_grid(df: pd.DataFrame, series: Sequence[str] | None = None, columns: int = 2, log_scale: bool = False,
-                height: int = 90, width: int = 170) -> alt.FacetChart:
+                height: int = 90, width: int = 140) -> alt.FacetChart:
     """Small multiples: one panel per series, each with its own y axis (metrics on different scales)."""
     if series is not None:
         df = df[df["series"].isin(list(series))]
@@ -230,7 +230,7 @@ def series_grid(df: pd.DataFrame, series: Sequence[str] | None = None, columns: 
 
 
 def series_grid_figure(df: pd.DataFrame, columns: int = 2, log_scale: bool = False, height: int = 90,
-                       width: int = 170) -> Figure:
+                       width: int = 140) -> Figure:
     """:func:`series_grid` as a live :class:`Figure`."""
     many_runs = df["run"].nunique() > 1
     key = ("series_grid", many_runs, columns, log_scale, height, width)
@@ -245,7 +245,7 @@ def _series_grid(data: Any, many_runs: bool, columns: int, log_scale: bool, heig
     scale = alt.Scale(type="symlog") if log_scale else alt.Scale(zero=False)
     base = alt.Chart().encode(
         x=alt.X("step:Q", title="step", axis=alt.Axis(format="~s", tickCount=4)),
-        y=alt.Y("value:Q", title=None, scale=scale, axis=alt.Axis(format="~g", tickCount=3)),
+        y=alt.Y("value:Q", title=None, scale=scale, axis=alt.Axis(format=".3~g", tickCount=3)),
         **enc,
     )
     lines = base.mark_line(strokeWidth=1.6, point=alt.OverlayMarkDef(size=14))
