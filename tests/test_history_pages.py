@@ -164,6 +164,23 @@ def test_a_bad_link_shows_an_error_and_falls_back_to_the_presets():
     assert at.radio(key="cmp.source").value == "a preset"
 
 
+def test_compared_runs_are_drawn_on_shared_axes(runs_dir):
+    """Small multiples share their axes: a ring of radius 1 beside one of radius 3 is drawn in one frame."""
+    a = finished(runs_dir, data={"name": "ring8", "radius": 1.0})
+    b = finished(runs_dir, data={"name": "ring8", "radius": 3.0})
+    at = page("compare_page.py")
+    at.run()
+    at.multiselect(key="cmp.history").set_value([a.id, b.id]).run()
+    at.button(key="cmp.from_history").click().run()
+    assert not at.exception and not at.error
+    panels = [json.loads(c.proto.spec) for c in at.get("vega_lite_chart") if '"x1"' in c.proto.spec]
+    frames = [tuple(tuple(layer["encoding"][axis]["scale"]["domain"]) for axis in ("x", "y"))
+              for spec in panels for layer in spec["layer"] if layer["encoding"].get("x", {}).get("field") == "x1"]
+    assert len(panels) == 2 and len(set(frames)) == 1
+    (x0, x1), (y0, y1) = frames[0]
+    assert x0 <= -3 and x1 >= 3 and y0 <= -3 and y1 >= 3  # the wider ring fits
+
+
 def test_the_history_picker_keeps_a_running_run_picked_while_it_trains(runs_dir):
     a = finished(runs_dir)
     run = get_manager().start(resolve({**TINY, "steps": 100_000, "log_every": 5}), owner="another-tab")
@@ -202,6 +219,7 @@ def test_a_comparison_from_finished_runs_in_the_history(runs_dir):
     # finished runs are shown in step: the snapshot every run saved at the chosen step
     assert at.segmented_control(key="cmp.mode").value == "same step"
     assert at.select_slider(key="cmp.step").options == ["10", "20"]
+
     at.select_slider(key="cmp.step").set_value(10).run()
     assert not at.exception
     assert sum("· step 10" in c.value for c in at.caption) == 2

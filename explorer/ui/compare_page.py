@@ -226,11 +226,15 @@ def draw_comparison(info: dict[str, Any]) -> None:
         else:
             c[1].caption("No step has a saved snapshot in every run yet.")
     cols = st.columns(min(len(rows), 4))
-    opts = views.ViewOptions(height=260, arrows=False, mapping=False)
-    for i, r in enumerate(rows):
+    snaps = []
+    for r in rows:
         snap = r["snapshot"] if mode == "latest" and r["snapshot"] is not None else None
         if snap is None and r["store"] is not None and (mode == "latest" or step is not None):
             snap = r["store"].load_snapshot(step if mode == "same step" else None)
+        snaps.append(snap)
+    # one frame for every panel (same axes), so the runs compare at a glance
+    opts = views.ViewOptions(height=260, arrows=False, mapping=False, domain=views.held_domain(snaps, "cmp.views"))
+    for i, (r, snap) in enumerate(zip(rows, snaps)):
         with cols[i % len(cols)]:
             st.caption(f"{r['label']}" + (f" · step {snap.step:,}" if snap is not None else ""))
             critic = explain.critic_of(r["store"].read_spec()) if r["store"] is not None else None

@@ -271,10 +271,24 @@ def _points_2d(arr: np.ndarray, label: str, doms: Sequence[tuple[float, float]] 
 def domain_2d(snap: Snapshot, previous: Sequence[tuple[float, float]] | None = None) -> list[tuple[float, float]]:
     """The 2-D view's axis ranges: what :func:`wanted_domain` asks for, held still between redraws
     (:func:`stable_range`), the narrower axis widened to keep equal units within a 3:2 frame."""
-    want = wanted_domain(snap)
-    prev = list(previous) if previous is not None and len(previous) == 2 else [None, None]
-    xdom, ydom = (stable_range(want[d], prev[d]) for d in range(2))
-    return list(_equal_units(xdom, ydom))
+    return _hold(wanted_domain(snap), previous, equal_units=True)
+
+
+def _hold(want: Sequence[tuple[float, float]], previous: Sequence[tuple[float, float]] | None,
+          equal_units: bool) -> list[tuple[float, float]]:
+    prev = list(previous) if previous is not None and len(previous) == len(want) else [None] * len(want)
+    dom = [stable_range(want[d], prev[d]) for d in range(len(want))]
+    return list(_equal_units(dom[0], dom[1])) if equal_units and len(dom) == 2 else dom
+
+
+def _wanted(snap: Snapshot) -> list[tuple[float, float]] | None:
+    """The axis ranges one snapshot's view asks for (2-D: :func:`wanted_domain`; 1-D: its density grid)."""
+    if snap.kind == "2d":
+        return wanted_domain(snap)
+    if snap.kind == "1d" and "x" in snap.extras:
+        x = np.asarray(snap.extras["x"], dtype=float)
+        return [(float(x[0]), float(x[-1]))] if len(x) else None
+    return None
 
 
 def view_2d(snap: Snapshot, opts: ViewOptions | None = None, critic: Critic | None = None) -> Figure:
@@ -440,18 +454,18 @@ def snapshot_figure(snap: Snapshot, opts: ViewOptions | None = None, critic: Cri
     return view_vector(snap, opts)
 
 
-def held_domain(snap: Snapshot, key: str) -> list[tuple[float, float]] | None:
+def held_domain(snaps: Snapshot | Sequence[Snapshot | None], key: str) -> list[tuple[float, float]] | None:
     """The axis ranges for a live view under ``key``: fitted to the snapshot, then held still across
-    redraws (kept in the session) until the samples outgrow them or shrink to under half."""
-    store_key = f"genex.domain.{key}"
-    prev = st.session_state.get(store_key)
-    if snap.kind == "2d":
-        dom = domain_2d(snap, prev)
-    elif snap.kind == "1d" and "x" in snap.extras:
-        x = np.asarray(snap.extras["x"], dtype=float)
-        dom = [stable_range((float(x[0]), float(x[-1])), prev[0] if prev else None)]
-    else:
+    redraws (kept in the session) until the samples outgrow them or shrink to under half. Given several
+    snapshots of one kind (small multiples), one set of ranges that fits them all, so the panels share
+    their axes; None when they cannot (other kinds, or kinds that differ)."""
+    snaps = [snaps] if isinstance(snaps, Snapshot) else [s for s in snaps if s is not None]
+    wants = [_wanted(s) for s in snaps]
+    if not snaps or len({s.kind for s in snaps}) != 1 or any(w is None for w in wants):
         return None
+    want = [(min(w[d][0] for w in wants), max(w[d][1] for w in wants)) for d in range(len(wants[0]))]
+    store_key = f"genex.domain.{key}"
+    dom = _hold(want, st.session_state.get(store_key), equal_units=snaps[0].kind == "2d")
     st.session_state[store_key] = dom
     return dom
 
