@@ -153,6 +153,24 @@ def test_compare_page_trains_a_linked_comparison_and_shows_table_and_diff(runs_d
     linked = resolve(urlspec.spec_from_query(dict(at.query_params)))
     assert linked.short_name() == "tiny" and linked.steps == 20 and linked.generator.params["width"] == 16
     assert "objective=minimax,nonsaturating" in str(at.query_params["vary"])
+    # a reload (a new session with the same URL) finds the comparison again
+    reloaded = page("compare_page.py")
+    reloaded.query_params.update(dict(at.query_params))
+    assert "runs" in reloaded.query_params
+    reloaded.run()
+    assert not reloaded.exception and not reloaded.error
+    labels = list(frame(reloaded, "status")["run"])
+    assert len(labels) == 2 and "minimax" in labels[0] and "nonsaturating" in labels[1]
+
+
+def test_a_linked_comparison_of_runs_that_cannot_be_opened_is_named_not_raised(runs_dir):
+    a = finished(runs_dir)
+    at = page("compare_page.py")
+    at.query_params["runs"] = f"{a.id},../../etc,/tmp,{'x' * 10_000}," + ",".join(str(i) for i in range(40))
+    at.run()
+    assert not at.exception
+    assert any("cannot be opened" in w.value for w in at.warning)
+    assert not [d for d in at.dataframe if "status" in d.value.columns]  # fewer than two runs: no comparison drawn
 
 
 def test_a_bad_link_shows_an_error_and_falls_back_to_the_presets():

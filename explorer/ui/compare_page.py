@@ -273,8 +273,41 @@ def draw_comparison(info: dict[str, Any]) -> None:
         st.caption("The specs are identical.")
 
 
+RUNS_QUERY = "runs"  # the comparison shown, as run ids in the URL: a reload (or the link) finds it again
+MAX_LINKED_RUNS = 16
+
+
+def comparison_from_url() -> dict[str, Any] | None:
+    """The comparison named by ``?runs=id,id,...`` (each opened as ``?run=`` is: only runs in the runs
+    folder and its comparisons), or None; runs that cannot be opened are named and left out."""
+    text = st.query_params.get(RUNS_QUERY) or ""
+    stores: dict[str, RunStore] = {}
+    for run_id in [i.strip() for i in text.split(",") if i.strip()][:MAX_LINKED_RUNS]:
+        try:
+            store = open_run(run_id)
+            stores[store.id] = store
+        except ExplorerError as exc:
+            st.warning(f"Run {run_id[:80]!r} of the linked comparison cannot be opened: {exc}")
+    specs: dict[str, Any] = {}
+    for run_id, store in stores.items():
+        try:
+            specs[run_id] = store.read_spec()
+        except ExplorerError as exc:
+            st.warning(f"Run {run_id[:80]!r} of the linked comparison cannot be shown: {exc}")
+    if len(specs) < 2:
+        return None
+    return {"ids": list(specs), "labels": compare.labels_for_specs(specs), "paths": {k: str(stores[k].path) for k in specs}}
+
+
 info = st.session_state.get(COMPARE_KEY)
+if not info and st.query_params.get(RUNS_QUERY):
+    info = comparison_from_url()
+    if info:
+        st.session_state[COMPARE_KEY] = info
 if info and info.get("ids"):
+    ids_text = ",".join(info["ids"])
+    if st.query_params.get(RUNS_QUERY) != ids_text:
+        st.query_params[RUNS_QUERY] = ids_text
     any_active = any((lr := state.live_run(i)) is not None and lr.active for i in info["ids"])
 
     @st.fragment(run_every=POLL_S if any_active else None)
