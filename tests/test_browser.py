@@ -50,6 +50,8 @@ def test_a_2d_run_started_in_the_browser_updates_live_and_every_page_draws(app_s
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1500, "height": 1400})
+            errors: list[str] = []  # a chart whose spec Vega-Lite cannot compile is a page error, not an exception
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
             page.goto(app_server)
             _settle(page)
             assert page.get_by_role("heading", name="Train", exact=True).is_visible()
@@ -86,5 +88,39 @@ def test_a_2d_run_started_in_the_browser_updates_live_and_every_page_draws(app_s
                 assert page.get_by_role("heading", name=title, exact=True).first.is_visible()
                 assert page.locator("[data-testid=stException]").count() == 0, f"the {title} page raised"
                 page.screenshot(path=str(ARTIFACTS / f"{path}.png"), full_page=True)
+            assert not errors, errors
+        finally:
+            browser.close()
+
+
+def test_the_1d_view_draws_live_in_the_browser_with_its_histogram(app_server):
+    """Goodfellow et al.'s Figure 1 live: the densities, D and D*, the z -> x mapping, and p_g as a histogram."""
+    import urllib.parse
+
+    from playwright.sync_api import sync_playwright
+
+    from explorer.spec import load_spec_file
+    from explorer.ui import urlspec
+
+    raw = load_spec_file(ROOT / "explorer" / "presets" / "mixture1d-nonsaturating.toml")
+    query = urllib.parse.urlencode(urlspec.spec_to_query({**raw, "steps": 100_000}))
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1300})
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.goto(f"{app_server}/?{query}")
+            _settle(page)
+            page.get_by_role("button", name="Start", exact=True).click()
+            view = page.locator(".st-key-live_view [data-testid=stVegaLiteChart] canvas").first
+            view.wait_for(timeout=90_000)  # drawn: Vega-Lite compiled the three panels
+            page.get_by_text("p_g histogram", exact=True).click()
+            page.wait_for_timeout(2500)
+            assert view.bounding_box()["height"] > 300  # densities, D and D*, and the mapping, stacked
+            assert not errors, errors
+            page.screenshot(path=str(ARTIFACTS / "train-1d.png"))
+            page.get_by_role("button", name="Stop", exact=True).click()
         finally:
             browser.close()

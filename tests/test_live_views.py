@@ -124,3 +124,20 @@ def test_a_curve_with_one_point_so_far_is_drawn_as_a_dot():
     dots = [layer for layer in spec["layer"] if layer.get("mark", {}).get("type") == "point"
             and any(t.get("filter") == "datum.n < 2" for t in layer.get("transform", []))]
     assert dots and dots[0]["mark"]["opacity"] == 1
+
+
+def test_the_1d_view_can_show_p_g_as_a_histogram_that_keeps_spikes():
+    x = np.linspace(-3, 3, 200)
+    rng = np.random.default_rng(0)
+    fake = np.r_[np.full(300, 1.0), rng.normal(0, 0.5, 200).clip(-2.9, 2.9)].reshape(-1, 1)  # a spike at x = 1
+    snap = Snapshot(5, "1d", rng.normal(0, 1, (500, 1)), fake,
+                    {"x": x, "p_data": np.exp(-x ** 2 / 2), "p_g": np.exp(-x ** 2 / 2), "d_star": np.full(200, 0.5)})
+    assert "hist" not in views.view_1d(snap).datasets  # off by default
+    fig = views.view_1d(snap, views.ViewOptions(histogram=True))
+    hist = fig.datasets["hist"]
+    assert hist["count"].sum() == 500
+    assert ((hist["density"] * (hist["right"] - hist["left"])).sum()) == pytest.approx(1.0)  # all in view: mass 1
+    spike = hist.loc[hist["density"].idxmax()]
+    assert spike["left"] <= 1.0 <= spike["right"] and spike["count"] >= 300
+    assert any("p_g by KDE" in c for c in fig.datasets["probs"]["curve"])  # D* says which estimate it uses
+    assert fig.spec()["vconcat"]  # draws

@@ -71,6 +71,9 @@ def view_options(kind: str, key: str) -> views.ViewOptions:
         opts.d_star = c.toggle("D*(x)", value=True, key=f"{key}.dstar", help="The optimal discriminator for the current generator.",
                                width="content")
         opts.mapping = c.toggle("z → x mapping", value=True, key=f"{key}.mapping", width="content")
+        opts.histogram = c.toggle("p_g histogram", value=False, key=f"{key}.hist", width="content",
+                                  help="The generated samples as a histogram under p_g's smooth estimate (a KDE, which "
+                                       "D* uses): spikes and hard edges the KDE smooths away show here.")
     return opts
 
 

@@ -52,6 +52,7 @@ class ViewOptions:
     critic: bool = True
     d_star: bool = True
     mapping: bool = True
+    histogram: bool = False  # 1-D: p_g also as a histogram of the generated samples (a KDE smooths spikes away)
     height: int = 420
     domain: Sequence[tuple[float, float]] | None = None  # axis ranges to draw (None: fitted to the snapshot)
 
@@ -162,19 +163,33 @@ def view_1d(snap: Snapshot, opts: ViewOptions | None = None) -> Figure:
     names = ("p_data (exact)" if exact else "p_data (KDE of the data)", "p_g (KDE of G(z))")
     datasets = {"dens": pd.concat([_curve(x, ex["p_data"], names[0]), _curve(x, ex["p_g"], names[1])]),
                 "note": _outside_note(snap.fake, [(lo, hi)], drawn=False)}
+    if opts.histogram:
+        datasets["hist"] = histogram_data(snap.fake, lo, hi)
     probs = []
     if opts.critic and "critic" in ex:
         probs.append(_curve(x, ex["critic"], "D(x)"))
     if opts.d_star and "d_star" in ex:
-        probs.append(_curve(x, ex["d_star"], "D*(x) = p_data / (p_data + p_g)"))
+        probs.append(_curve(x, ex["d_star"], "D*(x) = p_data / (p_data + p_g), p_g by KDE"))
     pnames = tuple(p["curve"].iloc[0] for p in probs)
     if probs:
         datasets["probs"] = pd.concat(probs)
     mapping = bool(opts.mapping and "z" in ex)
     if mapping:
         datasets.update(_mapping_data(snap, lo, hi))
-    key = ("view_1d", names, pnames, mapping, opts.height, lo, hi)
-    return Figure(key, lambda: _view_1d(names, pnames, mapping, opts.height, lo, hi), datasets)
+    hist = opts.histogram
+    key = ("view_1d", names, pnames, mapping, hist, opts.height, lo, hi)
+    return Figure(key, lambda: _view_1d(names, pnames, mapping, opts.height, lo, hi, hist), datasets)
+
+
+def histogram_data(fake: np.ndarray, lo: float, hi: float, bins: int = 60) -> pd.DataFrame:
+    """The generated samples as a density histogram over [lo, hi], normalised by all of them (so mass
+    outside the view is missing from the bars, not spread over them): spikes and hard edges a KDE
+    smooths away stay visible."""
+    values = _rows(fake)[:, 0]
+    values = values[np.isfinite(values)]
+    counts, edges = np.histogram(values[(values >= lo) & (values <= hi)], bins=bins, range=(lo, hi))
+    dens = counts / max(len(values), 1) / (edges[1] - edges[0])
+    return pd.DataFrame({"left": edges[:-1], "right": edges[1:], "density": dens, "count": counts})
 
 
 def _note_layer(x: float, y: Any) -> alt.Chart:
@@ -182,7 +197,8 @@ def _note_layer(x: float, y: Any) -> alt.Chart:
                                                        color="#b34700").encode(x=alt.value(x), y=alt.value(y), text="text:N")
 
 
-def _view_1d(names: tuple[str, str], pnames: tuple[str, ...], mapping: bool, height: int, lo: float, hi: float) -> alt.VConcatChart:
+def _view_1d(names: tuple[str, str], pnames: tuple[str, ...], mapping: bool, height: int, lo: float, hi: float,
+             hist: bool = False) -> alt.VConcatChart:
     xs = alt.X("x:Q", title=None, scale=alt.Scale(domain=[lo, hi], nice=False))
     tips = ["curve:N", alt.Tooltip("x:Q", format=".3f"), alt.Tooltip("y:Q", format=".3f")]
     dens = alt.Chart(alt.Data(name="dens")).mark_line(strokeWidth=2.2, clip=True).encode(
@@ -191,7 +207,13 @@ def _view_1d(names: tuple[str, str], pnames: tuple[str, ...], mapping: bool, hei
                         legend=alt.Legend(orient="top", labelLimit=320, labelFontSize=12)),
         strokeDash=alt.StrokeDash("curve:N", scale=alt.Scale(domain=list(names), range=[[5, 3], [1, 0]]), legend=None),
         tooltip=tips)
-    panels = [alt.layer(dens, _note_layer(0, 0)).properties(height=max(140, int(height * 0.42)))]
+    layers = [dens, _note_layer(0, 0)]
+    if hist:
+        layers.insert(0, alt.Chart(alt.Data(name="hist")).mark_rect(color=FAKE, opacity=0.3).encode(
+            x=alt.X("left:Q", title=None, scale=alt.Scale(domain=[lo, hi], nice=False)), x2="right:Q",
+            y=alt.Y("density:Q", title="density"),
+            tooltip=[alt.Tooltip("left:Q", format=".3f"), alt.Tooltip("right:Q", format=".3f"), "count:Q"]))
+    panels = [alt.layer(*layers).properties(height=max(140, int(height * 0.42)))]
     if pnames:
         panels.append(alt.layer(
             alt.Chart().mark_rule(color="#bbb", strokeDash=[2, 2]).encode(y=alt.datum(0.5)),
@@ -226,15 +248,17 @@ def _mapping_chart(lo: float, hi: float, height: int = 130) -> alt.LayerChart:
     tips = [alt.Tooltip("z:Q", format=".3f"), alt.Tooltip("G(z):Q", format=".3f")]
     seg = alt.Data(name="seg")
     layers = [
-        alt.Chart().mark_rule(color="#333", strokeWidth=1.5).encode(y=alt.datum(0.0, scale=alt.Scale(domain=[-0.45, 1.25]))),
-        alt.Chart().mark_rule(color="#333", strokeWidth=1.5).encode(y=alt.datum(1.0)),
+        # every y here is unlabelled (axis=None): Vega-Lite cannot merge a datum's missing title with a field's
+        alt.Chart().mark_rule(color="#333", strokeWidth=1.5).encode(
+            y=alt.datum(0.0, scale=alt.Scale(domain=[-0.45, 1.25]), axis=None)),
+        alt.Chart().mark_rule(color="#333", strokeWidth=1.5).encode(y=alt.datum(1.0, axis=None)),
         alt.Chart(seg).mark_rule(color=MAP_GREY, strokeWidth=1).encode(x=xs, x2="gz:Q", y=ys, y2="y1:Q"),
         alt.Chart(seg).mark_point(filled=True, color="#555", size=18).encode(x=xs, y=ys, tooltip=tips),
         alt.Chart(seg).mark_point(shape="triangle-up", filled=True, color=FAKE, size=40).encode(
-            x=alt.X("gz:Q"), y=alt.Y("y1:Q"), tooltip=tips),
+            x=alt.X("gz:Q"), y=alt.Y("y1:Q", axis=None), tooltip=tips),
         # labels under each line, at the left edge, so they never sit on the points
         alt.Chart(alt.Data(name="labels")).mark_text(align="left", baseline="top", dy=4, fontSize=11, color="#333").encode(
-            x=alt.value(2), y=alt.Y("y:Q"), text="text:N"),
+            x=alt.value(2), y=alt.Y("y:Q", axis=None), text="text:N"),
     ]
     return alt.layer(*layers).properties(height=height)
 
