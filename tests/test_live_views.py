@@ -124,6 +124,8 @@ def test_a_curve_with_one_point_so_far_is_drawn_as_a_dot():
     dots = [layer for layer in spec["layer"] if layer.get("mark", {}).get("type") == "point"
             and any(t.get("filter") == "datum.n < 2" for t in layer.get("transform", []))]
     assert dots and dots[0]["mark"]["opacity"] == 1
+    two = charts.curves_figure(charts.history_frame([{"step": s, "kind": "loss", "g_loss": 0.7} for s in (5, 10)], run="r")).spec()
+    assert "datum.n < 2" not in str(two["layer"])  # lines of two points or more need no dots
 
 
 def test_the_1d_view_can_show_p_g_as_a_histogram_that_keeps_spikes():

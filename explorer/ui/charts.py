@@ -192,12 +192,14 @@ def curves_figure(df: pd.DataFrame, series: Sequence[str] | None = None, log_sca
     if series is not None:
         df = df[df["series"].isin(list(series))]
     shape, scale = _shape(df), _y_scale_args(df["value"], log_scale)
-    key = ("curves", shape, scale, title, height, y_title)
-    return Figure(key, lambda: _curves(alt.Data(name="curves"), shape, scale, title, height, y_title), {"curves": df})
+    # a line needs two points: a curve with one value so far (the first log, a metric pass) is drawn as a dot
+    lone = bool(len(df)) and bool((df.groupby(["run", "series"], observed=True).size() == 1).any())
+    key = ("curves", shape, scale, title, height, y_title, lone)
+    return Figure(key, lambda: _curves(alt.Data(name="curves"), shape, scale, title, height, y_title, lone), {"curves": df})
 
 
 def _curves(data: Any, shape: tuple[bool, bool], scale: tuple[str, float], title: str | None, height: int,
-            y_title: str) -> alt.LayerChart:
+            y_title: str, lone: bool = False) -> alt.LayerChart:
     enc = _encodings(*shape)
     base = alt.Chart(data).encode(
         x=alt.X("step:Q", title="step", axis=alt.Axis(format="~s")),
@@ -212,10 +214,11 @@ def _curves(data: Any, shape: tuple[bool, bool], scale: tuple[str, float], title
         tooltip=[alt.Tooltip("run:N"), alt.Tooltip("series:N"), alt.Tooltip("step:Q"), alt.Tooltip("value:Q", format=".4g")],
     )
     rule = alt.Chart(data).mark_rule(color="#888", strokeDash=[3, 3]).encode(x="step:Q").transform_filter(hover)
-    # a line needs two points: a curve with one value so far (the first log, a metric pass) is a dot
-    lone = base.mark_point(filled=True, size=40, opacity=1).transform_joinaggregate(
-        n="count()", groupby=["run", "series"]).transform_filter("datum.n < 2")
-    chart = alt.layer(lines, lone, catcher, points, rule).properties(height=height)
+    layers = [lines, catcher, points, rule]
+    if lone:
+        layers.insert(1, base.mark_point(filled=True, size=40, opacity=1).transform_joinaggregate(
+            n="count()", groupby=["run", "series"]).transform_filter("datum.n < 2"))
+    chart = alt.layer(*layers).properties(height=height)
     if title:
         chart = chart.properties(title=title)
     return chart
