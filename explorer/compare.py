@@ -169,17 +169,30 @@ def series_keys(records: Sequence[Mapping[str, Any]]) -> list[str]:
     return list(keys)
 
 
-def metric_directions(spec: Mapping[str, Any], registry: Registry | None = None) -> dict[str, str | None]:
-    """Which way is better for each key the spec's metrics log, as each metric declares it
-    (``Metric.directions``); metrics not installed here declare nothing (their keys get no "best")."""
+def _metric_classes(spec: Mapping[str, Any], registry: Registry | None) -> list[type]:
+    """The installed classes of the metrics a spec asks for (those not installed here are left out)."""
     registry = registry or get_registry()
-    out: dict[str, str | None] = {}
+    out = []
     for item in spec.get("metrics") or []:
         name = item.get("name") if isinstance(item, Mapping) else item
         info = registry.components["metric"].get(name) if isinstance(name, str) else None
         if info is not None:
-            out.update(getattr(info.cls, "directions", {}) or {})
+            out.append(info.cls)
     return out
+
+
+def metric_directions(spec: Mapping[str, Any], registry: Registry | None = None) -> dict[str, str | None]:
+    """Which way is better for each key the spec's metrics log, as each metric declares it
+    (``Metric.directions``); metrics not installed here declare nothing (their keys get no "best")."""
+    out: dict[str, str | None] = {}
+    for cls in _metric_classes(spec, registry):
+        out.update(getattr(cls, "directions", {}) or {})
+    return out
+
+
+def metric_log_keys(spec: Mapping[str, Any], registry: Registry | None = None) -> frozenset[str]:
+    """The keys the spec's metrics declare as spanning orders of magnitude (``Metric.log_keys``)."""
+    return frozenset(k for cls in _metric_classes(spec, registry) for k in (getattr(cls, "log_keys", ()) or ()))
 
 
 def final_and_best(records: Sequence[Mapping[str, Any]],

@@ -227,6 +227,9 @@ class Metric(Component):
     #: diagnostic that has no better direction (it gets no "best" in comparisons). The contract kit
     #: checks that every returned key is declared here.
     directions: ClassVar[Mapping[str, str | None]] = {}
+    #: keys whose values span orders of magnitude (p-values near 1e-14 and near 1): the app plots their
+    #: log10, and says so in the panel's title
+    log_keys: ClassVar[frozenset[str]] = frozenset()
     #: how many generated samples it wants (the papers' 2,500 for mode metrics)
     sample_size: ClassVar[int] = 1000
 
@@ -238,7 +241,8 @@ class Metric(Component):
 
     @classmethod
     def describe(cls) -> dict[str, Any]:
-        return {**super().describe(), "applies_to": list(cls.applies_to), "directions": dict(cls.directions)}
+        return {**super().describe(), "applies_to": list(cls.applies_to), "directions": dict(cls.directions),
+                "log_keys": sorted(cls.log_keys)}
 
 
 BASES: dict[str, type[Component]] = {

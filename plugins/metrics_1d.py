@@ -47,6 +47,7 @@ class KolmogorovSmirnov1D(Metric):
 
     name = "ks-1d"
     directions = {"ks": "lower", "ks_p_value": "higher"}  # a high p-value: the test cannot tell them apart
+    log_keys = frozenset({"ks_p_value"})  # from 1e-300 to 1: drawn as log10
     summary = "Kolmogorov-Smirnov statistic against the exact cdf (or a data sample) and its p-value"
     applies_to = ("1d",)
     sample_size = 2000

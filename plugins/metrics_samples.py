@@ -25,6 +25,7 @@ class MMDMetric(Metric):
 
     name = "mmd"
     directions = {"mmd2_eval": "lower", "mmd_p_value": "higher"}
+    log_keys = frozenset({"mmd_p_value"})
     summary = "Unbiased MMD^2 to the data (RBF mixture), optional permutation-test p-value"
     params = (
         Param("scales", "floats", [0.5, 1.0, 2.0], "bandwidths as multiples of the median-heuristic bandwidth of the real sample", low=1e-4, high=1e4),

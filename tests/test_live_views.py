@@ -109,14 +109,19 @@ def test_a_diverged_1d_generator_is_named_where_it_went():
     assert fig.datasets["note"]["text"].tolist() == ["10 generated samples beyond the view, from x = -15 to -15"]
 
 
-def test_metric_panels_say_which_way_is_better_as_each_metric_declares():
-    from explorer.ui.live import with_directions
+def test_metric_panels_say_which_way_is_better_and_draw_p_values_on_a_log_scale_as_declared():
+    from explorer.ui.live import MetricDeclarations, as_declared
 
-    records = [{"step": s, "kind": "metric", "energy_distance": 0.1, "hq_fraction": 0.9, "undeclared": 1.0} for s in (10, 20)]
-    df = with_directions(charts.history_frame(records, run="r"), {"energy_distance": "lower", "hq_fraction": "higher"})
-    assert set(df["series"]) == {"energy_distance (↓ better)", "hq_fraction (↑ better)", "undeclared"}
+    records = [{"step": s, "kind": "metric", "energy_distance": 0.1, "hq_fraction": 0.9, "undeclared": 1.0,
+                "ks_p_value": p} for s, p in ((10, 1e-14), (20, 0.0))]
+    decl = MetricDeclarations({"energy_distance": "lower", "hq_fraction": "higher", "ks_p_value": "higher"}, frozenset({"ks_p_value"}))
+    df = as_declared(charts.history_frame(records, run="r"), decl)
+    assert set(df["series"]) == {"energy_distance (↓ better)", "hq_fraction (↑ better)", "undeclared", "log10 ks_p_value (↑ better)"}
+    p = df[df["series"] == "log10 ks_p_value (↑ better)"].sort_values("step")["value"].tolist()
+    assert p[0] == pytest.approx(-14.0) and np.isnan(p[1])  # a p-value of 0 has no logarithm: left out, not -inf
+    assert df[df["series"] == "undeclared"]["value"].tolist() == [1.0, 1.0]
     spec = charts.series_grid_figure(df).spec()
-    assert sum(table.num_rows for table in spec["datasets"].values()) == 6  # every value still drawn
+    assert sum(table.num_rows for table in spec["datasets"].values()) == 8  # every value still drawn
 
 
 def test_a_curve_with_one_point_so_far_is_drawn_as_a_dot():

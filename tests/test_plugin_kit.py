@@ -313,6 +313,12 @@ def test_the_kit_catches_a_broken_metric(compute, message):
         check_metric(broken(MeanGap, compute=compute), data=[check_sampler(Square)])
 
 
+def test_the_kit_catches_log_keys_that_name_undeclared_keys():
+    check_metric(broken(MeanGap, log_keys=frozenset({"gap"})), data=[check_sampler(Square)])  # a declared key: fine
+    with pytest.raises(AssertionError, match=re.escape("log_keys ['p_value'] names keys that directions does not declare")):
+        check_metric(broken(MeanGap, log_keys=frozenset({"p_value"})), data=[check_sampler(Square)])
+
+
 def test_a_metric_that_applies_to_no_test_data_asks_for_data():
     picky = broken(MeanGap, applies=lambda self, data: False)
     with pytest.raises(AssertionError, match=r"applies\(\) is False for every test data set.*pass data="):

@@ -137,6 +137,10 @@ def check_metric(cls: type[Metric], device: str | torch.device = "cpu", data: Sa
                    "(None: a diagnostic with no better direction)")
     fail.check(isinstance(cls.directions, Mapping) and all(v in DIRECTIONS for v in cls.directions.values()),
                f"directions is {cls.directions!r}", 'map each key to "higher", "lower" or None')
+    log_keys = getattr(cls, "log_keys", frozenset())
+    fail.check(isinstance(log_keys, (set, frozenset)) and set(log_keys) <= set(cls.directions),
+               f"log_keys {sorted(log_keys) if isinstance(log_keys, (set, frozenset)) else log_keys!r} names keys "
+               "that directions does not declare", "list in log_keys only keys compute() returns (a frozenset of names)")
 
 
 def _well_formed(out: Any, data: Sampler, fail: _Fail) -> dict[str, float]:

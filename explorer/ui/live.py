@@ -7,7 +7,10 @@ run is active; the trainer keeps its own pace.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any, Mapping
+
+import numpy as np
 
 import streamlit as st
 
@@ -89,15 +92,33 @@ def draw_view(snap: Snapshot | None, critic: Critic, key: str, active: bool = Tr
 BETTER = {"higher": "↑ better", "lower": "↓ better"}
 
 
-def with_directions(df: Any, directions: Mapping[str, str | None]) -> Any:
-    """``df`` (a :func:`charts.history_frame`) with each metric series labelled by the way its metric
-    declares better (``energy_distance (↓ better)``); undeclared series keep their names."""
-    if not directions or not len(df):
+@dataclass(frozen=True)
+class MetricDeclarations:
+    """What a run's metrics declare about their keys: which way is better (``Metric.directions``) and
+    which span orders of magnitude (``Metric.log_keys``, plotted as log10)."""
+
+    directions: Mapping[str, str | None] = field(default_factory=dict)
+    log_keys: frozenset[str] = frozenset()
+
+
+def as_declared(df: Any, decl: MetricDeclarations) -> Any:
+    """``df`` (a :func:`charts.history_frame` of metric records) as its metrics declare it: each series
+    labelled with the way it is better (``energy_distance (↓ better)``), and log-scale keys as log10
+    (``log10 ks_p_value (↑ better)``; values at or below 0 are left out). Undeclared series are as given."""
+    if not len(df) or not (decl.directions or decl.log_keys):
         return df
+
     def label(series: str) -> str:
-        return f"{series} ({BETTER[directions[series]]})" if directions.get(series) in BETTER else series
+        name = f"log10 {series}" if series in decl.log_keys else series
+        return f"{name} ({BETTER[decl.directions[series]]})" if decl.directions.get(series) in BETTER else name
 
     df = df.copy()
+    if decl.log_keys:
+        logged = df["series"].isin(list(decl.log_keys)).to_numpy()
+        values = df["value"].to_numpy(dtype=float)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            logs = np.log10(values)
+        df["value"] = np.where(logged, np.where(values > 0, logs, np.nan), values)
     if hasattr(df["series"], "cat"):
         df["series"] = df["series"].cat.rename_categories(label)
     else:
@@ -106,7 +127,7 @@ def with_directions(df: Any, directions: Mapping[str, str | None]) -> Any:
 
 
 def draw_curves(history: list[dict[str, Any]], run_name: str, key: str,
-                directions: Mapping[str, str | None] | None = None) -> None:
+                declared: MetricDeclarations | None = None) -> None:
     losses, metrics = split_history(history)
     if not losses and not metrics:
         st.caption("The loss curves appear after the first logged steps.")
@@ -125,7 +146,7 @@ def draw_curves(history: list[dict[str, Any]], run_name: str, key: str,
         fig = charts.curves_figure(loss_df, chosen, log_scale=log_scale)
         st.vega_lite_chart(fig.spec(), width="stretch", key=f"{key}.losses")
     if metrics:
-        met_df = with_directions(charts.history_frame(metrics, run=run_name), directions or {})
+        met_df = as_declared(charts.history_frame(metrics, run=run_name), declared or MetricDeclarations())
         st.markdown("**Metrics** (on a fixed sample, every `metric_every` steps; ↑/↓: which way each metric says is better)")
         fig = charts.series_grid_figure(met_df, log_scale=log_scale)
         st.vega_lite_chart(fig.spec(), width="content", key=f"{key}.metrics")
@@ -140,14 +161,14 @@ def draw_explanations(kind: str, objective: str, formula: str, has_critic: bool,
 
 
 def draw_live(view: RunView, name: str, critic: Critic, key: str, starting: bool = False,
-              directions: Mapping[str, str | None] | None = None) -> None:
+              declared: MetricDeclarations | None = None) -> None:
     """Everything that changes while a run trains (the explanations stay outside, drawn once)."""
     draw_progress(view, name, starting)
     left, right = st.columns([1.1, 1], gap="large")
     with left, st.container(key=f"{key}_view"):
         draw_view(view.snapshot, critic, key, active=view.status in ACTIVE)
     with right, st.container(key=f"{key}_curves"):
-        draw_curves(view.history, name, key, directions)
+        draw_curves(view.history, name, key, declared)
 
 
 def view_from_disk(store: RunStore) -> tuple[RunView, str]:

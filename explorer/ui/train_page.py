@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from explorer.compare import metric_directions
+from explorer.compare import metric_directions, metric_log_keys
 from explorer.errors import ExplorerError
 from explorer.runs import open_run
 from explorer.ui import controls, explain, live, sidebar, state
@@ -39,10 +39,14 @@ def _objective_info(spec_dict: dict) -> tuple[str, str, bool]:
     return name, formula, spec_dict.get("discriminator") is not None
 
 
+def declarations(spec_dict: dict) -> live.MetricDeclarations:
+    return live.MetricDeclarations(metric_directions(spec_dict, reg), metric_log_keys(spec_dict, reg))
+
+
 if run is not None and run.active:
     objective, formula, has_critic = _objective_info(run.spec.to_dict())
     critic = explain.critic_of(run.spec.to_dict())
-    directions = metric_directions(run.spec.to_dict(), reg)
+    declared = declarations(run.spec.to_dict())
     name = run.spec.short_name()
     first = run.state.view()
     seen = (first.status, first.snapshot is not None)
@@ -54,7 +58,7 @@ if run is not None and run.active:
             st.warning("This run is no longer held by the server.")
             return
         view = current.state.view()
-        live.draw_live(view, name, critic, key="live", starting=current.started, directions=directions)
+        live.draw_live(view, name, critic, key="live", starting=current.started, declared=declared)
         if view.status != seen[0] or (view.snapshot is not None) != seen[1]:
             st.rerun()  # the status changed (redraw the buttons; stop polling once it ended) or the first picture arrived
 
@@ -73,7 +77,7 @@ elif run_id:
             st.info(f"Run {run_id} is not training in this app; showing what its folder holds ({store.path}).")
         objective, formula, has_critic = _objective_info(store.read_spec())
         live.draw_live(view, run_name, explain.critic_of(store.read_spec()), key="live",
-                       directions=metric_directions(store.read_spec(), reg))
+                       declared=declarations(store.read_spec()))
         live.draw_explanations(view.snapshot.kind if view.snapshot is not None else "", objective, formula, has_critic)
 else:
     st.info("No run yet. The preset in the sidebar is a known-good pipeline: press **Start** and watch it learn.")
