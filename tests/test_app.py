@@ -332,6 +332,12 @@ def test_sampling_page_shows_the_three_methods(app_runs_dir):
     assert "shape b" in [w.label for w in at.number_input]
     # "0" for the envelope constant means automatic: its declared label says so
     assert "M (0 = automatic)" in [w.label for w in at.number_input]
+    # every tab picks its target the same way: from the list of scipy.stats distributions, shapes by name
+    targets = [w for w in at.selectbox if w.label == "target distribution (scipy.stats)"]
+    assert [w.value for w in targets] == ["beta", "beta", "gamma"] and not at.text_input
+    targets[2].set_value("t").run()  # Metropolis–Hastings on a heavy-tailed target
+    assert not at.exception and not at.error
+    assert "shape df" in [w.label for w in at.number_input]
 
 
 def test_a_link_carries_a_pipeline_into_the_train_page(app_runs_dir):

@@ -21,6 +21,34 @@ def offering(*needed: str, preferred: str) -> list[str]:
     return sorted(names, key=lambda n: (n != preferred, n))
 
 
+TARGET = ("distribution", "shapes", "loc", "scale")  # the scipy target every built-in 1-D sampler declares
+
+
+def target_controls(prefix: str, default: str) -> dict[str, object]:
+    """The same target controls on every tab: a scipy.stats distribution from a list, its own shape
+    parameters by name, loc and scale."""
+    names = sv.continuous_distributions()
+    dist = st.selectbox("target distribution (scipy.stats)", names, index=names.index(default) if default in names else 0,
+                        key=f"{prefix}.dist",
+                        help="Any continuous distribution in scipy.stats.")
+    shapes = {shape: st.number_input(f"shape {shape}", value=float(value), format="%g", key=f"{prefix}.{dist}.{shape}")
+              for shape, value in sv.shape_defaults(dist).items()}
+    loc = st.number_input("loc", value=0.0, format="%g", key=f"{prefix}.loc")
+    scale = st.number_input("scale", value=1.0, min_value=1e-9, format="%g", key=f"{prefix}.scale")
+    return {"distribution": dist, "shapes": sv.shapes_text(shapes), "loc": loc, "scale": scale}
+
+
+def sampler_controls(name: str, prefix: str, skip: tuple[str, ...] = ()) -> dict[str, object]:
+    """Widgets for a sampler's declared parameters; a scipy target (the built-ins') gets the shared controls."""
+    params = reg.get("sampler", name).cls.params
+    declared = {p.name: p for p in params}
+    values: dict[str, object] = {}
+    if set(TARGET) <= set(declared):
+        values = target_controls(prefix, str(declared["distribution"].default))
+    values.update(params_widgets(params, prefix, skip=skip + tuple(values)))
+    return values
+
+
 def choose(names: list[str], key: str) -> str:
     return names[0] if len(names) == 1 else st.selectbox("sampler", names, key=key,
                                                           help="Every installed sampler that offers this view.")
@@ -40,19 +68,11 @@ with tab_inv:
     st.latex(r"u \sim \mathcal{U}(0,1),\quad x = F^{-1}(u) \;\Rightarrow\; P(x \le t) = P(u \le F(t)) = F(t)")
     controls, body = st.columns([1, 3], gap="large")
     with controls:
-        names = sv.continuous_distributions()
-        dist = st.selectbox("target distribution (scipy.stats)", names, index=names.index("gamma"), key="samp.inv.dist",
-                            help="Any continuous distribution in scipy.stats.")
-        shapes = {}
-        for shape, default in sv.shape_defaults(dist).items():
-            shapes[shape] = st.number_input(f"shape {shape}", value=float(default), format="%g", key=f"samp.inv.{dist}.{shape}")
-        loc = st.number_input("loc", value=0.0, format="%g", key="samp.inv.loc")
-        scale = st.number_input("scale", value=1.0, min_value=1e-9, format="%g", key="samp.inv.scale")
+        target = target_controls("samp.inv", "gamma")
         n = st.select_slider("samples", [100, 300, 1000, 3000, 10_000, 30_000, 100_000], value=10_000, key="samp.inv.n")
         seed = st.number_input("seed", value=0, min_value=0, step=1, key="samp.inv.seed")
     with body:
-        sampler, error = sv.safe_create(reg, "inverse-transform",
-                                        {"distribution": dist, "shapes": sv.shapes_text(shapes), "loc": loc, "scale": scale})
+        sampler, error = sv.safe_create(reg, "inverse-transform", target)
         if error:
             st.error(error)
         else:
@@ -84,7 +104,7 @@ with tab_rej:
         controls, body = st.columns([1, 3], gap="large")
         with controls:
             rej_name = choose(rejecters, "samp.rej.sampler")
-            params = params_widgets(reg.get("sampler", rej_name).cls.params, f"samp.rej.{rej_name}" if rej_name != "rejection" else "samp.rej")
+            params = sampler_controls(rej_name, f"samp.rej.{rej_name}" if rej_name != "rejection" else "samp.rej")
             n = st.select_slider("proposals", [200, 500, 1000, 2000, 5000, 20_000], value=2000, key="samp.rej.n")
             seed = st.number_input("seed", value=0, min_value=0, step=1, key="samp.rej.seed")
         with body:
@@ -127,8 +147,8 @@ with tab_mh:
         controls, body = st.columns([1, 3], gap="large")
         with controls:
             mh_name = choose(chains, "samp.mh.sampler")
-            params = params_widgets(reg.get("sampler", mh_name).cls.params, f"samp.mh.{mh_name}" if mh_name != "metropolis-hastings" else "samp.mh",
-                                    skip=("chains", "thin"))
+            params = sampler_controls(mh_name, f"samp.mh.{mh_name}" if mh_name != "metropolis-hastings" else "samp.mh",
+                                      skip=("chains", "thin"))
             n_steps = st.select_slider("chain length", [500, 1000, 2000, 5000, 10_000, 20_000], value=5000, key="samp.mh.n")
             seed = st.number_input("seed", value=0, min_value=0, step=1, key="samp.mh.seed")
         with body:
