@@ -15,6 +15,7 @@ import scipy.stats as stats
 import torch
 
 from explorer.components import Sampler
+from explorer.ui.views import histogram_data
 
 UNIFORM = "#1f77b4"
 TARGET = "#ff7f0e"
@@ -140,10 +141,7 @@ def histogram_chart(samples: np.ndarray, x: np.ndarray, pdf: np.ndarray, colour:
                     height: int = 280) -> alt.LayerChart:
     """A density-normalised histogram of ``samples`` with the true density p(x) over it."""
     lo, hi = float(x[0]), float(x[-1])
-    inside = samples[(samples >= lo) & (samples <= hi)]
-    counts, edges = np.histogram(inside, bins=bins, range=(lo, hi))
-    dens = counts / max(len(samples), 1) / (edges[1] - edges[0])
-    hist = pd.DataFrame({"left": edges[:-1], "right": edges[1:], "density": dens, "count": counts})
+    hist = histogram_data(samples, lo, hi, bins)
     X = alt.Scale(domain=[lo, hi], nice=False)
     bars = alt.Chart(hist).mark_rect(color=colour, opacity=0.45).encode(
         x=alt.X("left:Q", scale=X, title="x"), x2="right:Q", y=alt.Y("density:Q", title="density"),

@@ -44,9 +44,9 @@ def declarations(spec_dict: dict) -> live.MetricDeclarations:
 
 
 if run is not None and run.active:
-    objective, formula, has_critic = _objective_info(run.spec.to_dict())
-    critic = explain.critic_of(run.spec.to_dict())
-    declared = declarations(run.spec.to_dict())
+    spec_dict = run.spec.to_dict()
+    objective, formula, has_critic = _objective_info(spec_dict)
+    critic, declared = explain.critic_of(spec_dict), declarations(spec_dict)
     name = run.spec.short_name()
     first = run.state.view()
     seen = (first.status, first.snapshot is not None)
@@ -75,9 +75,9 @@ elif run_id:
         view, run_name = live.view_from_disk(store)
         if run is None:
             st.info(f"Run {run_id} is not training in this app; showing what its folder holds ({store.path}).")
-        objective, formula, has_critic = _objective_info(store.read_spec())
-        live.draw_live(view, run_name, explain.critic_of(store.read_spec()), key="live",
-                       declared=declarations(store.read_spec()))
+        spec_dict = store.read_spec()
+        objective, formula, has_critic = _objective_info(spec_dict)
+        live.draw_live(view, run_name, explain.critic_of(spec_dict), key="live", declared=declarations(spec_dict))
         live.draw_explanations(view.snapshot.kind if view.snapshot is not None else "", objective, formula, has_critic)
 else:
     st.info("No run yet. The preset in the sidebar is a known-good pipeline: press **Start** and watch it learn.")

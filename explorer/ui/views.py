@@ -182,9 +182,9 @@ def view_1d(snap: Snapshot, opts: ViewOptions | None = None) -> Figure:
 
 
 def histogram_data(fake: np.ndarray, lo: float, hi: float, bins: int = 60) -> pd.DataFrame:
-    """The generated samples as a density histogram over [lo, hi], normalised by all of them (so mass
-    outside the view is missing from the bars, not spread over them): spikes and hard edges a KDE
-    smooths away stay visible."""
+    """Samples (the generated ones in the 1-D view, a sampler's on the Sampling page) as a density
+    histogram over [lo, hi], normalised by all of them (so mass outside the view is missing from the
+    bars, not spread over them): spikes and hard edges a KDE smooths away stay visible."""
     values = _rows(fake)[:, 0]
     values = values[np.isfinite(values)]
     counts, edges = np.histogram(values[(values >= lo) & (values <= hi)], bins=bins, range=(lo, hi))
