@@ -46,10 +46,15 @@ def attach_store(trainer: Trainer, store: RunStore) -> None:
     def on_checkpoint(tr: Trainer) -> None:
         store.save_checkpoint(tr.p.state_dict())
 
+    def on_finish(tr: Trainer, status: str) -> None:
+        store.write_status(status, step=tr.p.step, error=tr.state.error, finished=time.time(),
+                           final_metrics=dict(tr.last_metrics))
+
     trainer.add_callback("log", on_log)
     trainer.add_callback("metrics", on_metrics)
     trainer.add_callback("snapshot", on_snapshot)
     trainer.add_callback("checkpoint", on_checkpoint)
+    trainer.add_callback("finish", on_finish)
 
 
 def execute(store: RunStore, spec: Spec, state: RunState, registry: Registry | None = None,
@@ -77,10 +82,7 @@ def execute(store: RunStore, spec: Spec, state: RunState, registry: Registry | N
         if on_trainer is not None:
             on_trainer(trainer)
         store.write_status("running", run_id=store.id, device=state.device, step=pipeline.step, started=time.time())
-        status = trainer.run()
-        store.write_status(status, step=pipeline.step, error=state.error, finished=time.time(),
-                           final_metrics=dict(trainer.last_metrics))
-        return status
+        return trainer.run()  # on_finish writes how it ended
     except (Exception, SystemExit) as exc:  # a component may call sys.exit() while it is built: fail this run only
         if isinstance(exc, ExplorerError):
             msg = str(exc)
@@ -90,8 +92,8 @@ def execute(store: RunStore, spec: Spec, state: RunState, registry: Registry | N
             msg = _exit_while_building(exc, registry)
         else:
             msg = f"{type(exc).__name__}: {exc}"
-        state.update(status="failed", error=msg)
         store.write_status("failed", error=msg, traceback=traceback.format_exc())
+        state.update(status="failed", error=msg)
         return "failed"
     finally:
         mark_live(store.id, False)

@@ -149,8 +149,8 @@ class RunManager:
                 self._queue.remove(next_id)
                 run = self._runs[next_id]
                 if run.stop_requested:
-                    run.state.update(status="stopped")
                     run.store.write_status("stopped")
+                    run.state.update(status="stopped")
                     continue
                 self._training.add(run.id)
                 self._served[run.owner] = time.monotonic()
@@ -226,8 +226,8 @@ class RunManager:
 
     @staticmethod
     def _fail(run: ManagedRun, message: str) -> None:
-        run.state.update(status="failed", error=message)
         run.store.write_status("failed", error=message, step=run.state.step)
+        run.state.update(status="failed", error=message)
 
     # -- steering -------------------------------------------------------------------------------------
     def get(self, run_id: str) -> ManagedRun:
@@ -246,8 +246,8 @@ class RunManager:
             run.stop_requested = True
             if run_id in self._queue:
                 self._queue.remove(run_id)
-                run.state.update(status="stopped")
                 run.store.write_status("stopped")
+                run.state.update(status="stopped")
                 return
             run.command("stop")
 

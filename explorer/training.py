@@ -217,8 +217,8 @@ class Trainer:
             p.step = self.current_step
             self.state.update(error=message)
         self._in_step = False
+        self._fire("finish", status)  # first, so a run folder says how the run ended before its state does
         self.state.update(status=status, step=p.step)
-        self._fire("finish", status)
         return status
 
     @property

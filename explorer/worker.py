@@ -272,8 +272,8 @@ def _run_job(job: dict[str, Any], cmd: Connection, outbox: _Outbox) -> None:
         spec = resolve(job["spec"], registry)
     except Exception as exc:  # e.g. a plugin this worker cannot load
         msg = f"the worker could not build the run's spec: {exc}"
-        state.update(status="failed", error=msg)
         store.write_status("failed", error=msg)
+        state.update(status="failed", error=msg)
         status = "failed"
     else:
         status = execute(store, spec, state, registry, resume_optimizers=bool(job.get("resume_optimizers", True)),
