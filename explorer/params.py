@@ -20,7 +20,8 @@ class Param:
     """One parameter of a component.
 
     kind: ``int``, ``float``, ``bool``, ``str``, ``floats`` (a list of floats) or ``ints``.
-    low/high: inclusive bounds for numbers (each list item for ``floats``/``ints``).
+    low/high: inclusive bounds for numbers (each list item for ``floats``/``ints``; a list may be empty only
+    when its default is ``[]``).
     choices: the allowed values (for ``str``, ``int`` or ``float``).
     log: a hint for widgets that the value spans orders of magnitude (learning rates).
     label: the widget's label in the app, when the name alone would mislead (e.g. ``"M (0 = automatic)"``);
@@ -60,7 +61,7 @@ class Param:
                 raise SpecError(where, f"expected a list of {self.kind[:-1]}s, got {shown(value)}")
             item_kind = self.kind[:-1]
             out = [self._scalar(v, item_kind, f"{where}[{i}]") for i, v in enumerate(value)]
-            if not out:
+            if not out and self.default != []:  # a declared default of [] says "none" is meaningful
                 raise SpecError(where, "expected at least one value")
             return out
         return self._scalar(value, self.kind, where)

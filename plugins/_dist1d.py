@@ -343,6 +343,45 @@ def target_params(distribution: str, shapes: str, loc: float = 0.0, scale: float
     )
 
 
+class ShiftedMixture1D:
+    """An equal-weight mixture of one distribution placed at several locations: ``base`` at its own
+    ``loc`` and at each of ``modes`` (the same shape and scale, moved). p(x) = (1/K) sum_k p_base(x - s_k).
+
+    Enough for Metropolis-Hastings (``log_prob``, ``cdf``, bounds): a multimodal target on which a
+    random walk with a small step stays in the mode it starts in.
+    """
+
+    def __init__(self, base: ScipyDist1D, modes: list[float]) -> None:
+        self.base = base
+        self.shifts = [0.0] + [float(m) - base.loc for m in modes]
+
+    def __repr__(self) -> str:
+        where = ", ".join(f"{self.base.loc + s:g}" for s in self.shifts)
+        return f"equal mixture of {self.base!r} at loc = {where}"
+
+    @property
+    def start(self) -> float:
+        """Where chains start: the median of the first component (the one at ``loc``)."""
+        return float(self.base.frozen.median())
+
+    def support(self) -> tuple[float, float]:
+        lo, hi = self.base.support()
+        return lo + min(self.shifts), hi + max(self.shifts)
+
+    def support_bounds(self, q: float = 0.001) -> tuple[float, float]:
+        lo, hi = self.base.support_bounds(q)
+        return lo + min(self.shifts), hi + max(self.shifts)
+
+    def log_prob(self, x: Tensor) -> Tensor:
+        if len(self.shifts) == 1:
+            return self.base.log_prob(x)
+        parts = torch.stack([self.base.log_prob(x - s) for s in self.shifts])
+        return torch.logsumexp(parts, dim=0) - math.log(len(self.shifts))
+
+    def cdf(self, x: Tensor) -> Tensor:
+        return torch.stack([self.base.cdf(x - s) for s in self.shifts]).mean(dim=0)
+
+
 def as_column(x: Tensor) -> Tensor:
     """``[n, 1]`` or ``[n]`` -> ``[n]`` for 1-D samplers' ``log_prob``."""
     if x.dim() >= 2 and x.shape[-1] == 1:
@@ -350,5 +389,5 @@ def as_column(x: Tensor) -> Tensor:
     return x
 
 
-__all__ = ["ScipyDist1D", "parse_shapes", "continuous_names", "from_params", "target_params", "as_column",
+__all__ = ["ScipyDist1D", "ShiftedMixture1D", "parse_shapes", "continuous_names", "from_params", "target_params", "as_column",
            "CLOSED_FORM_ICDF", "TORCH_LOG_PROB", "TORCH_CDF", "TABLE_POINTS", "TABLE_EPS"]

@@ -15,7 +15,8 @@ import torch
 from torch import Tensor
 
 from explorer import Param, Sampler, hookimpl
-from plugins._dist1d import as_column, from_params, target_params
+from explorer.errors import SpecError
+from plugins._dist1d import ShiftedMixture1D, as_column, from_params, target_params
 
 #: random numbers are drawn for at most this many steps at a time (bounds memory for many chains)
 BLOCK_STEPS = 64
@@ -37,16 +38,21 @@ class MetropolisHastings(Sampler):
         Param("burn_in", "int", 500, "steps discarded before the first sample", low=0, high=1_000_000),
         Param("thin", "int", 5, "steps between rows read from the same chain", low=1, high=10_000),
         Param("chains", "int", 256, "parallel chains on the device", low=1, high=1_000_000),
+        Param("modes", "floats", [], "more modes: the target becomes an equal mixture of the distribution at loc and "
+              "at each of these locations, e.g. [8.0]. Chains start in the mode at loc; with a small step they "
+              "never find the others", low=-1e6, high=1e6, label="more modes at"),
     )
 
     def __init__(self, **kw) -> None:
         super().__init__(**kw)
-        self.target = from_params(self.config, self.name)
+        if len(self.config["modes"]) > 16:
+            raise SpecError(f"{self.name}.modes", f"at most 16 more modes, got {len(self.config['modes'])}")
+        self.target = ShiftedMixture1D(from_params(self.config, self.name), self.config["modes"])
         self.step: float = self.config["step"]
         self.burn_in: int = self.config["burn_in"]
         self.thin: int = self.config["thin"]
         self.chains: int = self.config["chains"]
-        self.start = float(self.target.frozen.median())
+        self.start = self.target.start
         self.shape = (1,)
         self.bounds = (self.target.support_bounds(),)
         self._x: Tensor | None = None       # current states [chains]

@@ -334,10 +334,25 @@ def test_sampling_page_shows_the_three_methods(app_runs_dir):
     assert "M (0 = automatic)" in [w.label for w in at.number_input]
     # every tab picks its target the same way: from the list of scipy.stats distributions, shapes by name
     targets = [w for w in at.selectbox if w.label == "target distribution (scipy.stats)"]
-    assert [w.value for w in targets] == ["beta", "beta", "gamma"] and not at.text_input
+    assert [w.value for w in targets] == ["beta", "beta", "gamma"]
+    assert [w.label for w in at.text_input] == ["more modes at"]  # no free-text distribution anywhere
     targets[2].set_value("t").run()  # Metropolis–Hastings on a heavy-tailed target
     assert not at.exception and not at.error
     assert "shape df" in [w.label for w in at.number_input]
+
+
+def test_metropolis_hastings_with_a_small_step_stays_in_one_of_two_modes(app_runs_dir):
+    at = new_app()
+    at.switch_page("ui/sampling_page.py").run()
+    next(b for b in at.button if b.label.startswith("Show a chain stuck")).click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    shares = next(c.value for c in at.caption if c.value.startswith("Kept states nearest each mode"))
+    assert "at 0: 100%" in shares and "at 10: 0%" in shares and "50% in each" in shares
+    # a step as long as the distance between the modes crosses the valley
+    by_label(at.select_slider, "step").set_value(10.0).run()
+    shares = next(c.value for c in at.caption if c.value.startswith("Kept states nearest each mode"))
+    first = int(shares.split("at 0: ")[1].split("%")[0])
+    assert 30 <= first <= 70, shares
 
 
 def test_a_link_carries_a_pipeline_into_the_train_page(app_runs_dir):

@@ -189,10 +189,24 @@ def test_rejection_propose_accepts_exactly_the_points_under_the_target_density()
 def test_metropolis_hastings_after_burn_in_matches_the_target():
     s = MetropolisHastings(chains=4096, burn_in=300)  # gamma(a=2)
     x = s.sample(4096, gen(4), "cpu").numpy().ravel()  # one row per chain: independent draws
-    assert st.kstest(x, s.target.frozen.cdf).pvalue > 0.01
+    assert st.kstest(x, st.gamma(2.0).cdf).pvalue > 0.01
     y = s.sample(20000, gen(5), "cpu").numpy().ravel()
     assert abs(y.mean() - 2.0) < 0.1 and abs(y.var() - 2.0) < 0.25
     assert 0.2 < s.stats()["acceptance_rate"] < 0.95
+
+
+def test_metropolis_hastings_on_two_modes_crosses_only_with_a_long_step():
+    mixture = lambda v: 0.5 * st.norm(0, 1).cdf(v) + 0.5 * st.norm(10, 1).cdf(v)  # noqa: E731
+    s = MetropolisHastings(distribution="norm", shapes="", modes=[10.0], step=1.0, chains=2048, burn_in=300)
+    x = torch.linspace(-4, 14, 50, dtype=torch.float64)
+    assert torch.allclose(s.cdf(x), torch.as_tensor(mixture(x.numpy())), atol=1e-6)
+    logp = 0.5 * (st.norm(0, 1).pdf(x.numpy()) + st.norm(10, 1).pdf(x.numpy()))
+    assert np.allclose(s.log_prob(x.float()).exp().numpy(), logp, atol=1e-6)
+    stuck = s.sample(2048, gen(7), "cpu").numpy().ravel()
+    assert (stuck > 5).mean() < 0.01  # every chain starts in the mode at 0 and stays there
+    hops = MetropolisHastings(distribution="norm", shapes="", modes=[10.0], step=10.0, chains=2048, burn_in=2000)
+    y = hops.sample(2048, gen(7), "cpu").numpy().ravel()
+    assert st.kstest(y, mixture).pvalue > 0.01  # a step as long as the gap samples the mixture
 
 
 def test_metropolis_hastings_cycles_through_chains_so_n_can_exceed_chains():

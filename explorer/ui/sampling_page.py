@@ -49,6 +49,12 @@ def sampler_controls(name: str, prefix: str, skip: tuple[str, ...] = ()) -> dict
     return values
 
 
+def _two_modes() -> None:
+    """The built-in sampler's controls set to a two-mode target that a small-step chain cannot cross."""
+    st.session_state.update({"samp.mh.dist": "norm", "samp.mh.loc": 0.0, "samp.mh.scale": 1.0,
+                             "samp.mh.modes": "10", "samp.mh.step": 1.0, "samp.mh.sampler": "metropolis-hastings"})
+
+
 def choose(names: list[str], key: str) -> str:
     return names[0] if len(names) == 1 else st.selectbox("sampler", names, key=key,
                                                           help="Every installed sampler that offers this view.")
@@ -140,6 +146,12 @@ with tab_mh:
                 "sample costs. Too small a step accepts nearly everything and crawls; too large a step rejects nearly everything.")
     st.latex(r"x' = x + \sigma\varepsilon,\ \varepsilon\sim\mathcal{N}(0,1);\qquad "
              r"\alpha(x \to x') = \min\!\left(1, \frac{p(x')}{p(x)}\right)")
+    st.markdown("**Several modes.** With *more modes at* = 10 the target is an equal mixture of two normals, at 0 and "
+                "at 10. The chain starts in the mode at 0; with step 1 it almost never crosses the empty valley, so the "
+                "kept states show one mode where p has two and the trace is a flat band. A step near the distance "
+                "between the modes hops across, at the price of rejecting most proposals.")
+    st.button("Show a chain stuck in one of two modes", key="samp.mh.two_modes", on_click=_two_modes,
+              help="norm target, a second mode at 10, step 1")
     chains = offering("trace", preferred="metropolis-hastings")
     if not chains:
         st.warning("No installed sampler offers `trace` (the built-in `metropolis-hastings` does; see the Plugins page).")
@@ -178,3 +190,8 @@ with tab_mh:
                 c[1].metric("effective sample size", f"{sv.effective_sample_size(kept, rho):,.0f}",
                             help="n / (1 + 2 Σ ρ_k): how many independent draws the kept trace is worth.")
                 c[2].metric("kept states", f"{kept.size:,}")
+                centres = [float(params.get("loc", 0.0)), *params.get("modes", [])] if params.get("modes") else []
+                if len(centres) > 1 and isinstance(params["modes"], list):
+                    nearest = np.abs(kept[:, None] - np.asarray(centres)[None, :]).argmin(axis=1)
+                    shares = ", ".join(f"at {c:g}: {np.mean(nearest == i):.0%}" for i, c in enumerate(centres))
+                    st.caption(f"Kept states nearest each mode — {shares} (p puts {1 / len(centres):.0%} in each).")
