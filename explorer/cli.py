@@ -4,6 +4,7 @@
     genex run SPEC [--steps N] [--seed S] [--device D] [--out DIR]
     genex runs [--json]                    the run history
     genex compare SPEC --vary FIELD=A,B    side-by-side runs (explorer.compare)
+    genex export-animation RUN [--format gif|mp4] [--fps N] [--out PATH]   a run's snapshots as a GIF/MP4 (explorer.animation)
     genex new-plugin NAME                  scaffold a plugin package (explorer.scaffold)
 
 User errors (a bad spec, an unknown component) exit with status 2 and one message, no traceback.
@@ -164,6 +165,33 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _cmd_export_animation(args: argparse.Namespace) -> int:
+    """``genex export-animation``: one frame per saved snapshot, with the step and the losses."""
+    from explorer import animation
+
+    fmt = args.format
+    bar = None
+
+    def on_frame(done: int, total: int) -> None:
+        nonlocal bar
+        if args.quiet:
+            return
+        if bar is None:
+            from tqdm import tqdm
+
+            bar = tqdm(total=total, unit="frame", desc="frames", dynamic_ncols=True, file=sys.stderr)
+        bar.update(done - bar.n)
+
+    try:
+        result = animation.export(args.run, out=args.out, fmt=fmt, fps=args.fps, width=args.width, root=args.root, on_frame=on_frame)
+    finally:
+        if bar is not None:
+            bar.close()
+    note = "" if result.frames == result.snapshots else f" (of {result.snapshots} snapshots, evenly spaced)"
+    print(f"wrote {result.path}: {result.frames} frames{note}, {result.size[0]}x{result.size[1]}, {result.bytes / 1024:,.0f} KiB")
+    return 0
+
+
 def build_parser(command: str | None = None) -> tuple[argparse.ArgumentParser, dict[str, Callable[[argparse.Namespace], int]]]:
     """The parser and each command's handler; with ``command``, only that external command's module is
     imported (the others are listed with their help line)."""
@@ -204,6 +232,16 @@ def build_parser(command: str | None = None) -> tuple[argparse.ArgumentParser, d
     p.add_argument("--jobs", type=int, default=1, help="runs trained at once (threads); default one after another")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress lines")
     handlers["compare"] = _cmd_compare
+
+    p = sub.add_parser("export-animation", help="a run's saved snapshots as a GIF or MP4, one frame each with the step and the losses")
+    p.add_argument("run", metavar="RUN", help="a run id in the runs folder (as `genex runs` prints it) or a run folder's path")
+    p.add_argument("--format", choices=["gif", "mp4"], help="gif (default) or mp4 (needs: pip install 'generative-explorer[mp4]')")
+    p.add_argument("--fps", type=float, default=4.0, help="frames per second (default 4)")
+    p.add_argument("--width", type=int, default=1280, help="frame width in pixels; frames are 16:9 (default 1280: 1280x720)")
+    p.add_argument("--out", help="output file, or a folder (default: <run folder>/<run name>.gif or .mp4)")
+    p.add_argument("--root", help="runs folder RUN is looked up in (default: $GENEX_RUNS_DIR or ./runs)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    handlers["export-animation"] = _cmd_export_animation
 
     for name, (module, help_text) in EXTERNAL_COMMANDS.items():
         p = sub.add_parser(name, help=help_text)
