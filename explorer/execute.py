@@ -26,7 +26,7 @@ HEARTBEAT_EVERY_S = 2.0
 
 
 def attach_store(trainer: Trainer, store: RunStore) -> None:
-    """Persist a trainer's logs, metrics, snapshots and checkpoints into its run folder."""
+    """Persist a trainer's logs, metrics, changes of settings, snapshots and checkpoints into its run folder."""
     last_beat = [0.0]
 
     def on_log(tr: Trainer, record: dict[str, Any]) -> None:
@@ -46,6 +46,11 @@ def attach_store(trainer: Trainer, store: RunStore) -> None:
     def on_checkpoint(tr: Trainer) -> None:
         store.save_checkpoint(tr.p.state_dict())
 
+    def on_change(tr: Trainer, record: dict[str, Any], live: bool) -> None:
+        if live:  # new to the spec: spec.json's change log gets it first (resume and fork reproduce it)
+            store.append_change(record["step"], record["set"])
+        store.append_metrics(record)
+
     def on_finish(tr: Trainer, status: str) -> None:
         store.write_status(status, step=tr.p.step, error=tr.state.error, finished=time.time(),
                            final_metrics=dict(tr.last_metrics))
@@ -54,6 +59,7 @@ def attach_store(trainer: Trainer, store: RunStore) -> None:
     trainer.add_callback("metrics", on_metrics)
     trainer.add_callback("snapshot", on_snapshot)
     trainer.add_callback("checkpoint", on_checkpoint)
+    trainer.add_callback("change", on_change)
     trainer.add_callback("finish", on_finish)
 
 

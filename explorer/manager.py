@@ -20,14 +20,14 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 
 from explorer.errors import ExplorerError, SpecError
 from explorer.registry import Registry, get_registry, is_installed
 from explorer.runs import ACTIVE, RunStore, open_run
-from explorer.spec import Spec, resolve, set_path
+from explorer.spec import CHANGEABLE, MAX_CHANGES, Spec, resolve, resolve_change, set_path
 from explorer.training import RunState, TrainerConfig
 from explorer.worker import Steering, Worker, WorkerPool, exit_cause
 
@@ -53,6 +53,7 @@ class ManagedRun:
     steering: Steering | None = None
     thread: threading.Thread | None = None  # the worker's reader, or the training thread
     pending: list[tuple[Any, ...]] = field(default_factory=list)  # commands sent before it started
+    changes: list[tuple[int, dict[str, Any]]] = field(default_factory=list)  # live changes sent: (step then, settings)
 
     @property
     def status(self) -> str:
@@ -68,13 +69,35 @@ class ManagedRun:
         return self.worker is not None or self.steering is not None
 
     def command(self, *cmd: Any) -> None:
-        """Send a control command (pause, resume, step, stop); held until the run starts."""
+        """Send a control command (pause, resume, step, stop, change); held until the run starts."""
         if self.worker is not None:
             self.worker.send(*cmd)
         elif self.steering is not None:
             self.steering.command(cmd)
         else:
             self.pending.append(cmd)
+
+
+def inherited_changes(changes: Any, step: int, overridden: list[str]) -> Any:
+    """A fork's change log: its parent's entries up to ``step``, less the settings whose dotted path
+    overlaps one in ``overridden`` (the fork sets them itself); entries left empty are dropped."""
+    if not isinstance(changes, list):
+        return changes  # the spec check names what is wrong with it
+
+    def overlaps(key: str) -> bool:
+        return any(key == p or key.startswith(p + ".") or p.startswith(key + ".") for p in overridden)
+
+    out = []
+    for entry in changes:
+        if not isinstance(entry, dict) or not isinstance(entry.get("set"), dict):
+            out.append(entry)
+            continue
+        if isinstance(entry.get("step"), int) and entry["step"] > step:
+            continue
+        kept = {k: v for k, v in entry["set"].items() if not (isinstance(k, str) and overlaps(k))}
+        if kept:
+            out.append({**entry, "set": kept})
+    return out
 
 
 def default_max_runs() -> int:
@@ -275,6 +298,37 @@ class RunManager:
         with self._lock:
             run.command("step", int(n))
 
+    def change(self, run_id: str, settings: Mapping[str, Any]) -> dict[str, Any]:
+        """Change settings of a live run: ``{"optim.generator.lr": 2e-4, "k_d": 2, "objective": "minimax"}``
+        (what can change: :data:`explorer.spec.CHANGEABLE`; values as in a spec's change log).
+
+        Checked here against the run's spec (a SpecError naming the bad setting; an ExplorerError when the
+        run is not live), then sent over the run's control channel: the run applies it at its next step
+        boundary N (a paused run at once, before its next step; a queued run as it starts, in the order
+        sent), adds ``{"step": N, "set": ...}`` to its spec's change log on disk (so resume and fork
+        reproduce it) and records a ``change`` record in its history and metrics.jsonl. Returns the
+        settings as resolved (the objective as a full table).
+        """
+        run = self.get(run_id)
+        with self._lock:
+            if not run.active or run.stop_requested:
+                raise ExplorerError(f"run {run_id} is {'stopping' if run.active else run.status}: settings change only "
+                                    "while a run is live (queued, running or paused); fork it to go on with changed settings")
+            step = int(run.state.step)
+            if step >= run.spec.steps:
+                raise ExplorerError(f"run {run_id} has trained all its {run.spec.steps:,} steps; nothing is left to change")
+            if len(run.spec.changes) + len(run.changes) >= MAX_CHANGES:
+                raise ExplorerError(f"run {run_id}'s change log is full ({MAX_CHANGES:,} changes); fork the run to change more")
+            if not isinstance(settings, Mapping):
+                raise SpecError("change", f"expected a table of settings ({', '.join(CHANGEABLE)}), got {type(settings).__name__}")
+            spec = run.spec
+            for at, earlier in run.changes:  # what this manager already sent, as the run will hold it
+                spec = spec.with_change(max(at, 0), earlier)
+            resolved = resolve_change(spec, dict(settings), step, self.registry or get_registry(), where="change")
+            run.changes.append((step, resolved))
+            run.command("change", copy.deepcopy(dict(settings)))
+        return resolved
+
     def stop_all(self, owner: str | None = None, wait: float = 0.0) -> None:
         for run in self.runs(owner):
             if run.active:
@@ -309,6 +363,9 @@ class RunManager:
         del ckpt  # the run loads it itself when it starts
         if extra_steps:
             raw["steps"] = step + int(extra_steps)
+            if isinstance(raw.get("changes"), list):  # entries past the new end are never reached in this continuation
+                raw["changes"] = [c for c in raw["changes"] if not (isinstance(c, dict) and isinstance(c.get("step"), int)
+                                                                    and c["step"] > raw["steps"])]
         spec = resolve(raw, self.registry or get_registry())
         if step >= spec.steps:
             raise ExplorerError(f"run {run_id} already reached its {spec.steps} steps; ask for more steps to continue it")
@@ -322,16 +379,25 @@ class RunManager:
 
         ``changes`` maps dotted spec fields to values (``{"optim.generator.lr": 1e-4}``). The fork records
         its parent (run and step); the weights carry over, the optimiser state too when it still fits.
+        The fork inherits its parent's change log up to its step only (those settings are in force when it
+        starts), less the settings ``changes`` sets: the fork's own values are in force from its start.
         """
         parent_store = open_run(run_id, self.root)
         ckpt = parent_store.load_checkpoint(map_location="cpu")
+        step = int(ckpt.get("step", 0))
+        del ckpt
         raw = copy.deepcopy(parent_store.read_spec())
         raw.pop("provenance", None)
         for path, value in changes.items():
             set_path(raw, path, value)
-        spec = resolve(raw, self.registry or get_registry())
-        step = int(ckpt.get("step", 0))
-        del ckpt
+        if "changes" in raw:
+            raw["changes"] = inherited_changes(raw["changes"], step, list(changes))
+        registry = self.registry or get_registry()
+        if raw.get("changes"):
+            bare = resolve({k: v for k, v in raw.items() if k != "changes"}, registry)
+            if not bare.needs_discriminator:  # the fork trains no discriminator: its inherited lr changes go
+                raw["changes"] = inherited_changes(raw["changes"], step, ["optim.discriminator"])
+        spec = resolve(raw, registry)
         if step >= spec.steps:
             raise SpecError("steps", f"the fork starts at step {step}; set steps above that (e.g. {step + 1000})")
         same_optim = raw.get("optim") == parent_store.read_spec().get("optim")

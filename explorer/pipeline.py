@@ -76,6 +76,72 @@ class Pipeline:
         self.view_z = self.latent.sample(n, view_gen, self.device)
         self.view_real = self.data.sample(n, view_gen, self.device)
         self.step = 0
+        # The settings a change may set (see apply_change), as in force now.
+        self.k_d = spec.k_d
+        #: each optimiser's base learning rate: its lr while the schedule is constant, the lr a cosine
+        #: schedule scales (lr(step) = base * (1 + cos(pi * step / steps)) / 2) otherwise
+        self.lr_base = {role: float(cfg["lr"]) for role, cfg in spec.optim.items()}
+        self.objective_spec: dict[str, Any] = spec.objective.to_dict()
+        #: how many entries of ``spec.changes`` are in force (applied, or restored from a checkpoint)
+        self.changes_applied = 0
+
+    # -- changing settings mid-run ---------------------------------------------------------------
+    def apply_change(self, settings: dict[str, Any]) -> None:
+        """Apply one change of settings, resolved by :func:`explorer.spec.resolve_change`, at the current
+        step boundary: the one function behind the spec's change log and live changes alike.
+
+        ``optim.<role>.lr`` sets the optimiser's lr in every param group and becomes its base lr: under a
+        cosine schedule the lr from this step on is the new base times the schedule's factor at the step
+        (the curve keeps its phase and scales). ``k_d`` sets the discriminator steps per generator step.
+        ``objective`` swaps the objective for a new one built from the registry (G, D, the optimisers and
+        the objective's random stream carry on). Nothing is recorded here: the trainer records the change.
+        """
+        for key, value in settings.items():
+            if key == "k_d":
+                self.k_d = int(value)
+            elif key in ("optim.generator.lr", "optim.discriminator.lr"):
+                role = key.split(".")[1]
+                opt = self.opt_g if role == "generator" else self.opt_d
+                if opt is None:
+                    raise SpecError(key, "this run has no discriminator, so there is no discriminator learning rate to change")
+                self.lr_base[role] = float(value)
+                for group in opt.param_groups:
+                    group["lr"] = float(value)
+            elif key == "objective":
+                self._set_objective(dict(value))
+            else:
+                raise SpecError(key, "cannot change mid-run")
+
+    def _set_objective(self, table: dict[str, Any]) -> None:
+        params = dict(table)
+        name = params.pop("name")
+        objective: Objective = self.registry.create("objective", name, params, where="objective")  # type: ignore[assignment]
+        if bool(objective.needs_discriminator) != (self.D is not None):
+            raise SpecError("objective", f"cannot switch to {name!r} mid-run: it "
+                            + ("needs no discriminator, and this run trains one" if self.D is not None else
+                               "needs a discriminator, and this run has none"))
+        objective.generator = self.objective.generator  # one random stream for the run's objective, whichever it is
+        self.objective = objective
+        self.objective_spec = copy.deepcopy(table)
+
+    def restore_changes(self) -> None:
+        """Put in force the settings of the change log's entries up to :attr:`step` (after a checkpoint is
+        loaded), so that a resumed run trains on exactly as the run that was never stopped; later entries
+        are applied by the trainer when their step comes."""
+        due = [c for c in self.spec.changes if c["step"] <= self.step]
+        in_force = self.spec.settings_at(self.step)
+        self.k_d = int(in_force["k_d"])
+        changed_lr = {key for c in due for key in c["set"] if key.startswith("optim.")}
+        for role in self.lr_base:
+            key = f"optim.{role}.lr"
+            self.lr_base[role] = float(in_force[key])
+            if key in changed_lr:  # (the optimiser's own state holds it already when it was loaded)
+                opt = self.opt_g if role == "generator" else self.opt_d
+                for group in opt.param_groups:  # type: ignore[union-attr]
+                    group["lr"] = float(in_force[key])
+        if in_force["objective"] != self.objective_spec:
+            self._set_objective(dict(in_force["objective"]))
+        self.changes_applied = len(due)
 
     # -- sampling -----------------------------------------------------------------------------
     def sample_real(self, n: int) -> Tensor:
@@ -153,6 +219,7 @@ class Pipeline:
                                       f"({type(exc).__name__}: {exc})", strict,
                                       "fix the sampler's load_state_dict, or fork the run to restart its stream")
         self.step = int(state.get("step", 0))
+        self.restore_changes()
 
     def _dropped(self, what: str, strict: bool, fix: str) -> None:
         if strict:

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from explorer.errors import ExplorerError, RunNotFound, shown
-from explorer.records import KINDS
+from explorer.records import CHANGE, KINDS
 
 HEARTBEAT_STALE_S = 120.0
 _live: set[str] = set()  # run ids this process is writing right now (a thread of this process trains them)
@@ -230,8 +230,9 @@ def check_status(raw: Any) -> tuple[dict[str, Any], list[str]]:
 
 def check_record(rec: Any) -> dict[str, Any] | None:
     """A metrics.jsonl record made safe: a JSON object with a whole-number ``step`` (else None); a
-    ``kind`` that is one of :data:`records.KINDS` and ``errors`` as short texts by metric name are
-    kept; other values that are not numbers are dropped, numbers become floats."""
+    ``kind`` that is one of :data:`records.KINDS`, ``errors`` as short texts by metric name and a change
+    record's ``set`` (settings to plain, bounded values) are kept; other values that are not numbers are
+    dropped, numbers become floats."""
     if not isinstance(rec, dict):
         return None
     step = rec.get("step")
@@ -245,6 +246,11 @@ def check_record(rec: Any) -> dict[str, Any] | None:
         kept = {str(k)[:200]: str(v)[:2000] for k, v in list(errors.items())[:50] if isinstance(v, str)}
         if kept:
             out["errors"] = kept
+    if rec.get("kind") == CHANGE:
+        settings = _plain(rec.get("set"))
+        if not isinstance(settings, dict) or not settings:
+            return None  # a change record that does not say what changed
+        out["set"] = settings
     for key, value in rec.items():
         if key == "step" or isinstance(value, bool) or not isinstance(value, (int, float)):
             continue
@@ -253,6 +259,32 @@ def check_record(rec: Any) -> dict[str, Any] | None:
         except OverflowError:
             continue
     return out
+
+
+def _plain(value: Any, depth: int = 0) -> Any:
+    """A change's settings as plain, bounded JSON values (numbers, short texts, booleans, short lists and
+    small tables, three levels at most), or None for anything else (dropped)."""
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int):
+        return value if abs(value) <= 2**63 else None
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, str):
+        return value[:200]
+    if depth >= 3:
+        return None
+    if isinstance(value, list):
+        items = [_plain(v, depth + 1) for v in value[:1000]]
+        return [v for v in items if v is not None]
+    if isinstance(value, dict):
+        out = {}
+        for k, v in list(value.items())[:50]:
+            v = _plain(v, depth + 1)
+            if isinstance(k, str) and len(k) <= 200 and v is not None:
+                out[k] = v
+        return out
+    return None
 
 
 class SnapshotArrays(dict):
@@ -512,6 +544,21 @@ class RunStore:
         if problem:
             raise ExplorerError(f"run {self.id} is damaged: spec.json {problem}; delete the run or restore the file")
         return spec
+
+    def append_change(self, step: int, settings: dict[str, Any]) -> None:
+        """Add ``{"step": step, "set": settings}`` to the change log in spec.json (after every entry of a step
+        <= ``step``, as :meth:`Spec.with_change` does), rewritten atomically: a live change becomes part of
+        the spec, so that resuming or forking the run reproduces it."""
+        import bisect
+
+        with self._status_lock:
+            spec = self.read_spec()
+            changes = spec.get("changes")
+            changes = list(changes) if isinstance(changes, list) else []
+            steps = [c.get("step", 0) if isinstance(c, dict) and _is_int(c.get("step")) else 0 for c in changes]
+            changes.insert(bisect.bisect_right(steps, step), {"step": int(step), "set": settings})
+            spec["changes"] = changes
+            atomic_write_json(self.path / "spec.json", spec)
 
     def append_metrics(self, record: dict[str, Any]) -> None:
         line = json.dumps(record, default=_json_default)

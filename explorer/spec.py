@@ -14,7 +14,9 @@ says exactly what is missing.
 
 from __future__ import annotations
 
+import bisect
 import copy
+import dataclasses
 import json
 import re
 import stat
@@ -56,6 +58,9 @@ OPTIMIZER: tuple[Param, ...] = (
           "annealing from lr to 0 (Loshchilov & Hutter 2017)", choices=("constant", "cosine")),
 )
 
+_SETTING = {p.name: p for p in SETTINGS}
+_OPTIMIZER = {p.name: p for p in OPTIMIZER}
+
 # Component slots: (spec key, component kind, default name).
 SLOTS: tuple[tuple[str, str, str], ...] = (
     ("data", "sampler", "ring8"),
@@ -64,7 +69,13 @@ SLOTS: tuple[tuple[str, str, str], ...] = (
     ("discriminator", "architecture", "mlp"),
     ("objective", "objective", "nonsaturating"),
 )
-TOP_KEYS = {p.name for p in SETTINGS} | {s[0] for s in SLOTS} | {"optim", "metrics", "provenance"}
+TOP_KEYS = {p.name for p in SETTINGS} | {s[0] for s in SLOTS} | {"optim", "metrics", "changes", "provenance"}
+
+# Settings a run may change mid-run: in the spec's change log (``[[changes]]``) and live
+# (``RunManager.change``). Their values are checked by the same declarations as the spec's own fields
+# (SETTINGS' k_d, OPTIMIZER's lr, the objective's parameters).
+CHANGEABLE: tuple[str, ...] = ("optim.generator.lr", "optim.discriminator.lr", "k_d", "objective")
+MAX_CHANGES = 1000  # entries in one change log (a live run refuses more)
 
 
 @dataclass
@@ -91,6 +102,10 @@ class Spec:
     optim: dict[str, dict[str, Any]]
     metrics: list[ComponentSpec]
     provenance: dict[str, str] = field(default_factory=dict)
+    #: the change log, sorted by step: ``{"step": N, "set": {setting: value}}``, each applied at the step
+    #: boundary where ``pipeline.step == N`` (before step N + 1 is trained); values resolved
+    #: (lr as float, k_d as int, the objective as a full ``{"name": ..., <params>}`` table)
+    changes: list[dict[str, Any]] = field(default_factory=list)
 
     # -- the top-level settings (declared in SETTINGS), typed ------------------------------------------
     @property
@@ -157,6 +172,8 @@ class Spec:
                 out[key] = comp.to_dict()
         out["optim"] = copy.deepcopy(self.optim)
         out["metrics"] = [m.to_dict() for m in self.metrics]
+        if self.changes:
+            out["changes"] = copy.deepcopy(self.changes)
         if self.provenance:
             out["provenance"] = dict(self.provenance)
         return out
@@ -169,6 +186,33 @@ class Spec:
 
     def short_name(self) -> str:
         return self.settings.get("name") or f"{self.data.name}-{self.objective.name}"
+
+    # -- settings that change mid-run ------------------------------------------------------------------
+    def initial_settings(self) -> dict[str, Any]:
+        """The changeable settings as the run starts: {``optim.generator.lr``, ``optim.discriminator.lr``
+        (with a discriminator), ``k_d``, ``objective`` (a full table)}."""
+        out: dict[str, Any] = {f"optim.{role}.lr": float(cfg["lr"]) for role, cfg in self.optim.items()}
+        out["k_d"] = self.k_d
+        out["objective"] = self.objective.to_dict()
+        return out
+
+    def settings_at(self, step: int) -> dict[str, Any]:
+        """The changeable settings in force once the change log's entries up to ``step`` (included)
+        have been applied, i.e. while step ``step + 1`` trains."""
+        out = self.initial_settings()
+        for change in self.changes:
+            if change["step"] > step:
+                break
+            out.update(copy.deepcopy(change["set"]))
+        return out
+
+    def with_change(self, step: int, settings: Mapping[str, Any]) -> "Spec":
+        """A copy of this spec with ``{"step": step, "set": settings}`` (resolved: see :func:`resolve_change`)
+        added to the change log, after every entry of a step <= ``step`` (so it applies after them)."""
+        changes = copy.deepcopy(self.changes)
+        at = bisect.bisect_right([c["step"] for c in changes], step)
+        changes.insert(at, {"step": int(step), "set": copy.deepcopy(dict(settings))})
+        return dataclasses.replace(self, changes=changes)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -362,7 +406,133 @@ def resolve(raw: Mapping[str, Any], registry: Registry | None = None) -> Spec:
     metrics = _metrics(raw.get("metrics", "auto"), registry, provenance)
     for m in metrics:
         new_prov[f"metric:{m.name}"] = registry.get("metric", m.name).source
-    return Spec(settings=settings, optim=optim, metrics=metrics, provenance=new_prov, **comps)  # type: ignore[arg-type]
+    spec = Spec(settings=settings, optim=optim, metrics=metrics, provenance=new_prov, **comps)  # type: ignore[arg-type]
+    if "changes" in raw:
+        spec = _changes(raw["changes"], spec, registry)
+    return spec
+
+
+_CHANGE_KEYS = ("step", "set")
+
+
+def _changes(raw: Any, spec: Spec, registry: Registry) -> Spec:
+    """The spec with its change log resolved: each entry checked (``changes[i].step``, ``changes[i].set.<key>``
+    named in every message), sorted by step (entries of one step keep their order) and its values resolved
+    against the settings in force where it applies."""
+    example = 'e.g. changes = [{ step = 500, set = { "optim.generator.lr" = 2e-4, k_d = 2 } }]'
+    if raw is None:
+        return spec
+    if not isinstance(raw, list):
+        raise SpecError("changes", f"expected a list of tables {{ step = N, set = {{...}} }} ({example}), got {shown(raw)}")
+    if len(raw) > MAX_CHANGES:
+        raise SpecError("changes", f"a change log of {len(raw):,} entries; at most {MAX_CHANGES:,} are allowed")
+    entries: list[tuple[int, int, Mapping[str, Any]]] = []
+    for i, entry in enumerate(raw):
+        where = f"changes[{i}]"
+        if not isinstance(entry, Mapping):
+            raise SpecError(where, f"expected a table {{ step = N, set = {{...}} }} ({example}), got {shown(entry)}")
+        for key in entry:
+            if key not in _CHANGE_KEYS:
+                raise SpecError(f"{where}.{key}", "unknown field; a change has: step, set" + did_you_mean(key, _CHANGE_KEYS))
+        for key in _CHANGE_KEYS:
+            if key not in entry:
+                raise SpecError(f"{where}.{key}", f"missing ({example})")
+        step = change_step(entry["step"], spec.steps, f"{where}.step")
+        entries.append((step, i, entry["set"]))
+    entries.sort(key=lambda e: (e[0], e[1]))  # stable: one step's entries apply in the order written
+    for step, i, values in entries:
+        spec = spec.with_change(step, resolve_change(spec, values, step, registry, where=f"changes[{i}].set"))
+    return spec
+
+
+def change_step(value: Any, steps: int, where: str = "step") -> int:
+    """A change's step: a whole number from 0 (before the first step) to ``steps`` (after the last)."""
+    step = Param("step", "int", 0).validate(value, where)
+    if step < 0:
+        raise SpecError(where, f"{step} is before the start; a change applies at a step from 0 to the run's {steps:,} steps")
+    if step > steps:
+        raise SpecError(where, f"{step:,} is beyond the run's {steps:,} steps; a change applies at a step from 0 to {steps:,}")
+    return step
+
+
+def _flatten_change(values: Mapping[str, Any], where: str) -> list[tuple[str, Any]]:
+    """``set``'s keys as dotted names: ``{ optim = { generator = { lr = 1e-4 } } }`` (TOML's unquoted
+    dotted keys) reads as ``"optim.generator.lr"``; the objective's table is a value, not flattened."""
+    out: list[tuple[str, Any]] = []
+    stack: list[tuple[str, Any]] = list(reversed(list(values.items())))
+    while stack:
+        key, value = stack.pop()
+        if not isinstance(key, str):
+            raise SpecError(where, f"a setting's name must be text, got {shown(key)}")
+        if isinstance(value, Mapping) and key not in CHANGEABLE and not key.startswith("objective") and key.count(".") < 3:
+            stack.extend(reversed([(f"{key}.{k}", v) for k, v in value.items()]))
+        else:
+            out.append((key, value))
+    return out
+
+
+def resolve_change(spec: Spec, values: Any, step: int, registry: Registry | None = None, where: str = "set") -> dict[str, Any]:
+    """Check the settings of one change (``{"optim.generator.lr": 2e-4, "k_d": 2, "objective": "minimax"}``)
+    against ``spec`` as it stands at ``step`` (its change log applied up to ``step``) and resolve them: lr a
+    float, k_d an int, the objective a full ``{"name": ..., <params>}`` table. SpecError names the bad key.
+
+    What can change is :data:`CHANGEABLE`. The objective is given as in the spec: a name, or a table with
+    ``name`` and parameters (defaults filled in); a table without ``name`` (or ``"objective.<param>"``
+    keys) changes parameters of the objective in force. The networks stay, so the new objective must need
+    a discriminator exactly when the one in force does.
+    """
+    registry = registry or get_registry()
+    if not isinstance(values, Mapping):
+        raise SpecError(where, f"expected a table of settings to change, e.g. {{ \"optim.generator.lr\" = 2e-4, k_d = 2 }}; "
+                        f"got {shown(values)}")
+    in_force = spec.settings_at(step)
+    out: dict[str, Any] = {}
+    objective: dict[str, Any] | None = None  # the objective table as given (without name: params of the one in force)
+    objective_params: dict[str, Any] = {}  # "objective.<param>" keys
+    for key, value in _flatten_change(values, where):
+        at = f"{where}.{key}"
+        if key == "k_d":
+            out[key] = _SETTING["k_d"].validate(value, at)
+        elif key in ("optim.generator.lr", "optim.discriminator.lr"):
+            role = key.split(".")[1]
+            if role not in spec.optim:
+                raise SpecError(at, f"this run has no discriminator (its objective {in_force['objective']['name']!r} "
+                                "trains none), so there is no discriminator learning rate to change")
+            out[key] = _OPTIMIZER["lr"].validate(value, at)
+        elif key == "objective":
+            if isinstance(value, str):
+                objective = {"name": value}
+            elif isinstance(value, Mapping):
+                objective = dict(value)
+            else:
+                raise SpecError(at, f"expected an objective name or a table {{ name = ..., <params> }}, got {shown(value)}")
+        elif key.startswith("objective.") and key.count(".") == 1:
+            objective_params[key.split(".", 1)[1]] = value
+        else:
+            raise SpecError(at, f"cannot change mid-run; what can: {', '.join(CHANGEABLE)} "
+                            "(fork the run to change anything else)" + did_you_mean(key, CHANGEABLE))
+    if objective is not None or objective_params:
+        current = in_force["objective"]
+        table = dict(objective or {})
+        if "name" not in table:  # parameters of the objective in force
+            table = {**current, **table}
+        table.update(objective_params)
+        comp = _component(table, f"{where}.objective", "objective", registry, {})
+        needs_d = bool(getattr(registry.get("objective", comp.name).cls, "needs_discriminator", True))
+        if needs_d != spec.needs_discriminator:
+            if spec.needs_discriminator:
+                why = (f"it needs no discriminator, while this run's objective {current['name']!r} trains one",
+                       "an objective that trains a discriminator")
+            else:
+                why = (f"it needs a discriminator, and this run has none (its objective {current['name']!r} trains none)",
+                       "an objective that needs no discriminator")
+            raise SpecError(f"{where}.objective", f"cannot switch to {comp.name!r} mid-run: {why[0]}; a change keeps the "
+                            f"networks as they are, so switch to {why[1]}, or start a new run (or fork this one) "
+                            f"with objective = {comp.name!r}")
+        out["objective"] = comp.to_dict()
+    if not out:
+        raise SpecError(where, f"empty: name at least one setting to change ({', '.join(CHANGEABLE)})")
+    return out
 
 
 def _component(value: Any, key: str, kind: str, registry: Registry, provenance: Mapping[str, str]) -> ComponentSpec:

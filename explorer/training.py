@@ -9,6 +9,7 @@ reads :class:`RunState`, the trainer writes it.
 
 from __future__ import annotations
 
+import copy
 import math
 import threading
 import time
@@ -21,12 +22,13 @@ import torch
 
 from explorer.components import MetricContext, normalise_loss
 from explorer.device import autocast, describe, make_generator, stream_seed
-from explorer.errors import ExplorerError, TrainingError
+from explorer.errors import ExplorerError, SpecError, TrainingError
 from explorer.pipeline import Pipeline
-from explorer.records import LOSS, METRIC
+from explorer.records import CHANGE, LOSS, METRIC
 from explorer.snapshots import Snapshot, take_snapshot
+from explorer.spec import MAX_CHANGES, Spec, resolve_change
 
-EVENTS = ("step_end", "log", "snapshot", "metrics", "checkpoint", "finish")
+EVENTS = ("step_end", "log", "snapshot", "metrics", "checkpoint", "change", "finish")
 HISTORY_LIMIT = 2000  # logged records kept in memory; older ones are thinned (every other one)
 
 
@@ -70,9 +72,11 @@ class RunState:
         with self._lock:
             self.history.append(record)
             if len(self.history) > HISTORY_LIMIT:
-                # Decimate the older half; keep the recent half at full resolution.
+                # Decimate the older half; keep the recent half at full resolution (and every change record:
+                # a chart marks each change, and a run holds at most MAX_CHANGES of them).
                 half = len(self.history) // 2
-                self.history = self.history[:half:2] + self.history[half:]
+                older = [r for i, r in enumerate(self.history[:half]) if i % 2 == 0 or r.get("kind") == CHANGE]
+                self.history = older + self.history[half:]
             self.updated = time.time()
 
     def view(self) -> RunView:
@@ -96,7 +100,6 @@ class Trainer:
         self.p = pipeline
         #: where metrics may cache what they train once (e.g. image feature networks); None = no cache
         self.cache_dir = cache_dir
-        self.spec = pipeline.spec
         self.config = config or TrainerConfig()
         self.state = state or RunState()
         self.state.update(total_steps=self.spec.steps, device=describe(pipeline.device), step=pipeline.step)
@@ -120,9 +123,16 @@ class Trainer:
         self.last_metrics: dict[str, float] = {}
         self.metric_errors: dict[str, str] = {}  # metric name -> why it failed (it then sits out the run)
         self._scheduled = [
-            (opt, self.spec.optim[role]) for opt, role in ((pipeline.opt_g, "generator"), (pipeline.opt_d, "discriminator"))
+            (opt, role) for opt, role in ((pipeline.opt_g, "generator"), (pipeline.opt_d, "discriminator"))
             if opt is not None and self.spec.optim[role]["schedule"] != "constant"
         ]
+        self._live_changes: list[dict[str, Any]] = []  # changes asked for live, applied at the next step boundary
+        self._live_lock = threading.Lock()
+
+    @property
+    def spec(self) -> Spec:
+        """The run's spec, with every change applied so far in its change log (``pipeline.spec``)."""
+        return self.p.spec
 
     # -- controls -------------------------------------------------------------------------------
     def add_callback(self, event: str, fn: Callable[..., Any]) -> None:
@@ -153,6 +163,14 @@ class Trainer:
         self._budget = n
         self._running.set()
 
+    def change(self, settings: dict[str, Any]) -> None:
+        """Change settings live (``{"optim.generator.lr": 2e-4, "k_d": 2, "objective": "minimax"}``): applied
+        at the next step boundary, also while paused (before the next step trains), and added to the spec's
+        change log at that step, so that resume and fork reproduce it. Thread-safe. A change that does not
+        validate there is refused with the reason in the run's ``error`` (the run goes on)."""
+        with self._live_lock:
+            self._live_changes.append(dict(settings))
+
     @property
     def stopping(self) -> bool:
         return self._stop.is_set()
@@ -164,9 +182,12 @@ class Trainer:
         self.state.update(status="paused" if not self._running.is_set() else "running")
         status = "finished"
         try:
+            self._apply_changes()
             if p.step == 0:
                 self._snapshot(force=True)
             while p.step < spec.steps:
+                self._apply_changes()  # at the step boundary, before step p.step + 1 trains (also while paused)
+                spec = self.spec  # a live change adds to the change log (a new Spec)
                 if self._stop.is_set():
                     status = "stopped"
                     break
@@ -200,6 +221,8 @@ class Trainer:
                 if save_ckpt:
                     self._fire("checkpoint")
                 self._fire("step_end")
+            if status == "finished":
+                self._apply_changes(live=False)  # entries of the log's last step (nothing trains after them)
             self._flush_log()
             if status == "finished" and spec.metric_every and p.step % spec.metric_every != 0:
                 self._compute_metrics()
@@ -248,7 +271,7 @@ class Trainer:
         with p.torch_stream.active(), autocast(p.device, spec.precision):
             real = None
             if p.D is not None:
-                for _ in range(spec.k_d):
+                for _ in range(p.k_d):
                     real = p.sample_real(B)
                     with torch.no_grad():
                         fake = p.G(p.sample_latent(B))
@@ -270,13 +293,50 @@ class Trainer:
         self._record(list(logged), [v.detach().float() for v in logged.values()])
 
     def _apply_schedule(self) -> None:
-        """Set each scheduled optimiser's lr for this step (a pure function of the step, so resuming
-        from a checkpoint continues the same schedule)."""
+        """Set each scheduled optimiser's lr for this step (a pure function of the step and the base lr in
+        force, so resuming from a checkpoint continues the same schedule). A change of lr changes the base
+        from its step on: the cosine keeps its phase and scales to the new lr."""
         t = min(self.p.step / max(1, self.spec.steps), 1.0)
-        for opt, cfg in self._scheduled:
-            lr = cfg["lr"] * 0.5 * (1.0 + math.cos(math.pi * t))
+        for opt, role in self._scheduled:
+            lr = self.p.lr_base[role] * 0.5 * (1.0 + math.cos(math.pi * t))
             for group in opt.param_groups:
                 group["lr"] = lr
+
+    # -- changes --------------------------------------------------------------------------------
+    def _apply_changes(self, live: bool = True) -> None:
+        """At a step boundary: apply the change log's entries due at this step, then the live changes
+        asked for since the last boundary (each added to the change log)."""
+        p = self.p
+        changes = p.spec.changes
+        while p.changes_applied < len(changes) and changes[p.changes_applied]["step"] <= p.step:
+            entry = changes[p.changes_applied]
+            self._change(entry["set"], live=False)
+            p.changes_applied += 1
+        if not live or not self._live_changes:
+            return
+        with self._live_lock:
+            asked, self._live_changes = self._live_changes, []
+        for settings in asked:
+            try:
+                if len(p.spec.changes) >= MAX_CHANGES:
+                    raise SpecError("changes", f"the run's change log is full ({MAX_CHANGES:,} changes); fork the run "
+                                    "to change more")
+                resolved = resolve_change(p.spec, settings, p.step, p.registry, where="change")
+            except SpecError as exc:
+                self.state.update(error=f"change refused at step {p.step:,}: {exc}")
+                continue
+            p.spec = p.spec.with_change(p.step, resolved)  # after every entry up to this step: all applied
+            self._change(resolved, live=True)
+            p.changes_applied += 1
+
+    def _change(self, settings: dict[str, Any], live: bool) -> None:
+        """Apply one resolved change (:meth:`Pipeline.apply_change`) and record it: a ``change`` record in the
+        history and ``metrics.jsonl``; the ``change`` event's ``live`` says whether it is new to the spec."""
+        self._flush_log()  # a logged mean never mixes the settings before and after a change
+        self.p.apply_change(settings)
+        record: dict[str, Any] = {"step": self.p.step, "time": time.time(), "kind": CHANGE, "set": copy.deepcopy(settings)}
+        self.state.add_record(record)
+        self._fire("change", record, live)
 
     def _record(self, keys: list[str], vals: list[torch.Tensor]) -> None:
         if self._buf is None or keys != self._keys:

@@ -6,7 +6,8 @@ process owns one run: it builds the pipeline, trains, and writes the run folder 
 truth), while its supervisor (:class:`~explorer.manager.RunManager`) steers it over one pipe and
 hears its progress over another:
 
-    supervisor -> worker   ("job", {...}) once, then ("pause",), ("resume",), ("step", n), ("stop",)
+    supervisor -> worker   ("job", {...}) once, then ("pause",), ("resume",), ("step", n), ("stop",),
+                           ("change", {setting: value})
     worker -> supervisor   ("ready", pid), ("state", {field: value}), ("record", {...}),
                            ("snapshot", Snapshot), ("done", status, error)
 
@@ -71,6 +72,8 @@ class Steering:
             t.step_once(int(cmd[1]))
         elif cmd[0] == "stop":
             t.stop()
+        elif cmd[0] == "change":
+            t.change(dict(cmd[1]))
 
 
 def exit_cause(returncode: int | None) -> str:

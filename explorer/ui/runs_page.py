@@ -21,7 +21,7 @@ import tomli_w
 
 from explorer import archive, compare
 from explorer.errors import ExplorerError
-from explorer.records import LOSS, record_kind
+from explorer.records import KINDS, record_kind
 from explorer.runs import ACTIVE, RunStore, iter_runs, runs_root
 from explorer.spec import parse_value
 from explorer.ui import charts, explain, state, urlspec, views
@@ -160,10 +160,10 @@ def _png_ok(path: Path) -> bool:
 def clean_history(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Records in step order with the steps a resume re-trained counted once (the later ones win)."""
     out: list[dict[str, Any]] = []
-    for kind in (True, False):  # loss records, then metric records
+    for kind in KINDS:  # loss records, then metric records, then changes
         part: list[dict[str, Any]] = []
         for rec in records:
-            if (record_kind(rec) == LOSS) != kind:
+            if record_kind(rec) != kind:
                 continue
             while part and part[-1]["step"] >= rec["step"]:
                 part.pop()
@@ -256,6 +256,25 @@ with act[2].container(border=True):
     st.download_button("Download archive", data=lambda s=store, f=fmt: archive.export_bytes(s, f), file_name=f"{store.id}.{fmt}",
                        mime="application/zip" if fmt == "zip" else "application/gzip", key="runs.export", on_click="ignore",
                        help="Spec, metrics, snapshots and checkpoint in one file; import it on the Runs page of any Generative Explorer.")
+    snap_count = len(store.snapshot_steps())
+    if snap_count:
+        # built only when asked (a frame per snapshot takes a moment); kept for this run until it has more snapshots
+        if st.button("Export animation (GIF)", key="runs.anim",
+                     help=f"One 1280×720 frame per saved snapshot ({snap_count}), with the step and the losses: "
+                          "for slides. `genex export-animation` does the same from the command line (MP4 too)."):
+            from explorer import animation
+
+            try:
+                with st.spinner(f"Drawing {snap_count} frames…"):
+                    gif = animation.animation_bytes(store, "gif")
+            except Exception as exc:  # a damaged snapshot or a missing encoder: say so, keep the page
+                st.error(f"No animation: {exc if isinstance(exc, ExplorerError) else f'{type(exc).__name__}: {exc}'}")
+            else:
+                st.session_state["runs.anim.gif"] = (str(store.path), snap_count, gif)
+        made = st.session_state.get("runs.anim.gif")
+        if made and made[0] == str(store.path) and made[1] == snap_count:
+            st.download_button(f"Download GIF ({len(made[2]) / 1024:,.0f} KiB)", made[2], file_name=f"{store.id}.gif",
+                               mime="image/gif", key="runs.anim_dl", on_click="ignore")
 # Delete
 with act[3].container(border=True):
     st.markdown("**Delete**")
