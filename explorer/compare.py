@@ -247,13 +247,26 @@ def _fmt_cell(v: Any) -> str:
     return "—" if v is None else (json.dumps(v) if isinstance(v, (list, dict)) else _fmt(v))
 
 
+def _label_part(field: str, raw: Any, shown: Any) -> str:
+    """``objective=mmd`` for ``objective.name`` (as ``--vary`` says it), ``lr=0.001`` for
+    ``optim.generator.lr``, ``2 changes`` for a change log (its size, not its JSON)."""
+    if field == "changes":
+        n = len(raw) if isinstance(raw, list) else 0
+        return f"{n} change{'s' if n != 1 else ''}"
+    if field.endswith(".name"):
+        field = field[: -len(".name")]
+    elif field.count(".") >= 2:
+        field = field.split(".")[-1]
+    return f"{field}={shown}"
+
+
 def labels_for_specs(specs: Mapping[str, Mapping[str, Any]], max_fields: int = 3) -> dict[str, str]:
     """Short labels for runs picked from the history: the fields in which their specs differ
     (``objective=mmd lr=0.0001``); the run id where that does not tell them apart."""
     rows = [r for r in spec_diff_rows(specs) if r["field"] not in ("name", "notes")]
     labels = {}
     for key in specs:
-        parts = [f"{r['field'].split('.')[-1] if r['field'].count('.') >= 2 else r['field']}={r[key]}" for r in rows[:max_fields]]
+        parts = [_label_part(r["field"], get_path(specs[key], r["field"]), r[key]) for r in rows[:max_fields]]
         labels[key] = " ".join(parts) or key
     counts: dict[str, int] = {}
     for label in labels.values():

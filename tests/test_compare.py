@@ -147,6 +147,11 @@ def test_spec_diff_rows_list_only_the_fields_that_differ():
     assert rows[0]["A"] == "0.001" and rows[0]["B"] == "0.0001"
     labels = compare.labels_for_specs({"r1": a.spec.to_dict(), "r2": b.spec.to_dict()})
     assert labels == {"r1": "lr=0.001", "r2": "lr=0.0001"}
+    # a reloaded comparison labels its runs as `--vary` named them; a change log by its size
+    m, n = compare.expand_variants(TINY, [("objective", ["minimax", "nonsaturating"])])
+    changed = {**n.spec.to_dict(), "changes": [{"step": 5, "set": {"k_d": 2}}]}
+    assert compare.labels_for_specs({"r1": m.spec.to_dict(), "r2": changed}) == {
+        "r1": "0 changes objective=minimax", "r2": "1 change objective=nonsaturating"}
 
 
 def test_genex_compare_trains_every_run_and_writes_tables_picture_and_run_folders(tmp_path, capsys):

@@ -85,7 +85,8 @@ def test_samples_beyond_the_view_are_drawn_at_its_edge_and_counted():
     pts = fig.datasets["points"]
     gen = pts[pts["sample"] == "generated"]
     assert len(gen) == 500 and gen["x1"].min() == pytest.approx(x0)  # none dropped: clipped to the edge
-    assert fig.datasets["note"]["text"].tolist() == ["7 generated samples beyond the view, drawn at its edge"]
+    assert fig.datasets["note"]["caption"].tolist() == ["7 generated samples beyond the view, drawn at its edge"]
+    assert fig.datasets["note"]["text"].tolist() == ["7 generated samples beyond the view (at its edge)"]
 
 
 def test_stable_range_snaps_to_round_steps():
@@ -107,6 +108,19 @@ def test_a_diverged_1d_generator_is_named_where_it_went():
     snap = Snapshot(5, "1d", rng.normal(0, 1, (500, 1)), fake, {"x": x, "p_data": np.exp(-x ** 2 / 2), "p_g": np.exp(-x ** 2 / 2)})
     fig = views.view_1d(snap)
     assert fig.datasets["note"]["text"].tolist() == ["10 generated samples beyond the view, from x = -15 to -15"]
+
+
+def test_a_1d_view_that_follows_the_generator_away_from_the_data_says_so():
+    x = np.linspace(-16, 3, 200)
+    rng = np.random.default_rng(0)
+    real, fake = rng.normal(0, 1, (500, 1)), rng.normal(-15, 0.3, (500, 1))
+    snap = Snapshot(5, "1d", real, fake, {"x": x, "p_data": np.exp(-x ** 2 / 2), "p_g": np.exp(-(x + 15) ** 2 / 0.18)})
+    note = views.view_1d(snap).datasets["note"]
+    assert note["text"].tolist() == [""]  # nothing beyond the view: the chart stays clean
+    assert note["caption"][0].startswith("100% of the generated samples lie away from the data (x = -3")
+    assert "between x = -15.9" in note["caption"][0] and note["caption"][0].endswith("the view follows them")
+    on_data = Snapshot(5, "1d", real, rng.normal(0, 1, (500, 1)), snap.extras)
+    assert views.view_1d(on_data).datasets["note"].empty  # a generator on the data: nothing to say
 
 
 def test_metric_panels_say_which_way_is_better_and_draw_p_values_on_a_log_scale_as_declared():

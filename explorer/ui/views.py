@@ -126,22 +126,39 @@ def _equal_units(xdom: tuple[float, float], ydom: tuple[float, float], max_ratio
     return xdom, ydom
 
 
-def _outside_note(fake: np.ndarray, doms: Sequence[tuple[float, float]], drawn: bool = True) -> pd.DataFrame:
-    """A one-line note (or none) counting the generated samples beyond the view: drawn at its edge (2-D
-    points), or, where the view draws densities (1-D), where they are."""
+def _outside_note(fake: np.ndarray, doms: Sequence[tuple[float, float]], drawn: bool = True,
+                  real: np.ndarray | None = None) -> pd.DataFrame:
+    """Where the generated samples are when the data alone would not show them, as one row (or none):
+    ``text``, short, drawn in the chart, and ``caption``, the sentence under it. Samples beyond the view
+    are counted (drawn at its edge for 2-D points; for 1-D densities, where they are); with ``real``,
+    samples away from the data that the view has followed are said too (under the chart only)."""
     fake = _rows(fake)[:, : len(doms)]
     finite = np.isfinite(fake).all(axis=1)
     out = ~finite
     for d, (lo, hi) in enumerate(doms):
         out |= finite & ((fake[:, d] < lo) | (fake[:, d] > hi))
     n = int(out.sum())
-    text = f"{n} generated sample{'s' if n > 1 else ''} beyond the view"
-    if drawn:
-        text += ", drawn at its edge"
-    elif (out & finite).any():
-        beyond = fake[out & finite, 0]
-        text += f", from x = {beyond.min():.3g} to {beyond.max():.3g}"
-    return pd.DataFrame({"text": [text] if n else []})
+    if n:
+        text = f"{n} generated sample{'s' if n > 1 else ''} beyond the view"
+        if drawn:
+            return pd.DataFrame({"text": [f"{text} (at its edge)"], "caption": [f"{text}, drawn at its edge"]})
+        if (out & finite).any():
+            beyond = fake[out & finite, 0]
+            text += f", from x = {beyond.min():.3g} to {beyond.max():.3g}"
+        return pd.DataFrame({"text": [text], "caption": [text]})
+    box = _box(_rows(real)[:, : len(doms)], 0.5, 99.5) if real is not None else None
+    if box is not None and finite.any():
+        pad = 0.08 * np.maximum(box[1] - box[0], 1e-6)
+        away = finite & ((fake < box[0] - pad) | (fake > box[1] + pad)).any(axis=1)
+        if away.mean() >= 0.01:
+            if len(doms) == 1:
+                caption = (f"{away.mean():.0%} of the generated samples lie away from the data (x = {box[0][0]:.3g} "
+                           f"to {box[1][0]:.3g}), between x = {fake[away, 0].min():.3g} and {fake[away, 0].max():.3g}: "
+                           "the view follows them")
+            else:
+                caption = f"{away.mean():.0%} of the generated points lie away from the data: the view follows them"
+            return pd.DataFrame({"text": [""], "caption": [caption]})
+    return pd.DataFrame({"text": [], "caption": []})
 
 
 # ----------------------------------------------------------------------------------------------
@@ -162,7 +179,7 @@ def view_1d(snap: Snapshot, opts: ViewOptions | None = None) -> Figure:
     exact = bool(np.asarray(ex.get("p_data_exact", 0)).item())
     names = ("p_data (exact)" if exact else "p_data (KDE of the data)", "p_g (KDE of G(z))")
     datasets = {"dens": pd.concat([_curve(x, ex["p_data"], names[0]), _curve(x, ex["p_g"], names[1])]),
-                "note": _outside_note(snap.fake, [(lo, hi)], drawn=False)}
+                "note": _outside_note(snap.fake, [(lo, hi)], drawn=False, real=snap.real)}
     if opts.histogram:
         datasets["hist"] = histogram_data(snap.fake, lo, hi)
     probs = []
@@ -323,7 +340,7 @@ def view_2d(snap: Snapshot, opts: ViewOptions | None = None, critic: Critic | No
     (x0, x1), (y0, y1) = doms
     datasets: dict[str, pd.DataFrame] = {
         "points": pd.concat([_points_2d(snap.real, "real", doms), _points_2d(snap.fake, "generated", doms)]),
-        "note": _outside_note(snap.fake, doms),
+        "note": _outside_note(snap.fake, doms, real=snap.real),
     }
     critic = critic or Critic()
     heat = bool(opts.heatmap and "critic" in ex and "grid_x" in ex)
@@ -511,3 +528,6 @@ def draw_snapshot(snap: Snapshot | None, container: Any = None, opts: ViewOption
         opts = dataclasses.replace(opts, domain=held_domain(snap, key))
     fig = snapshot_figure(snap, opts, critic)
     box.vega_lite_chart(fig.spec(), width="content" if snap.kind == "2d" else "stretch", key=key)
+    note = fig.datasets.get("note")
+    if note is not None and len(note):  # said in the chart too; a canvas is not text a reader can select
+        box.caption(f"⚠ {note['caption'].iloc[0]}")
