@@ -233,7 +233,8 @@ def _view_1d(names: tuple[str, str], pnames: tuple[str, ...], mapping: bool, hei
     panels = [alt.layer(*layers).properties(height=max(140, int(height * 0.42)))]
     if pnames:
         panels.append(alt.layer(
-            alt.Chart().mark_rule(color="#bbb", strokeDash=[2, 2]).encode(y=alt.datum(0.5)),
+            # one row of its own: a mark over no data draws nothing
+            alt.Chart(alt.InlineData(values=[{}])).mark_rule(color="#bbb", strokeDash=[2, 2]).encode(y=alt.datum(0.5)),
             alt.Chart(alt.Data(name="probs")).mark_line(strokeWidth=2, clip=True).encode(
                 x=xs, y=alt.Y("y:Q", title="P(real)", scale=alt.Scale(domain=[0, 1])),
                 color=alt.Color("curve:N", scale=alt.Scale(domain=list(pnames), range=[D_COLOUR, D_STAR][: len(pnames)]),
@@ -243,7 +244,7 @@ def _view_1d(names: tuple[str, str], pnames: tuple[str, ...], mapping: bool, hei
                 tooltip=tips),
         ).properties(height=max(90, int(height * 0.28))))
     if mapping:
-        panels.append(_mapping_chart(lo, hi, height=max(120, int(height * 0.32))))
+        panels.append(_mapping_chart(lo, hi, height=max(150, int(height * 0.36))))
     return alt.vconcat(*panels, spacing=6).resolve_scale(x="shared", color="independent", strokeDash="independent")
 
 
@@ -260,22 +261,24 @@ def _mapping_data(snap: Snapshot, lo: float, hi: float) -> dict[str, pd.DataFram
 
 
 def _mapping_chart(lo: float, hi: float, height: int = 130) -> alt.LayerChart:
-    xs = alt.X("zpos:Q", title=None, scale=alt.Scale(domain=[lo, hi], nice=False))
-    ys = alt.Y("y0:Q", scale=alt.Scale(domain=[-0.45, 1.25]), axis=None)
+    # no x axis here: the z line is z rescaled to the panel's width, so x's units would mislabel it
+    xs = alt.X("zpos:Q", title=None, scale=alt.Scale(domain=[lo, hi], nice=False), axis=None)
+    ys = alt.Y("y0:Q", scale=alt.Scale(domain=[-0.5, 1.5]), axis=None)
     tips = [alt.Tooltip("z:Q", format=".3f"), alt.Tooltip("G(z):Q", format=".3f")]
     seg = alt.Data(name="seg")
     layers = [
         # every y here is unlabelled (axis=None): Vega-Lite cannot merge a datum's missing title with a field's
-        alt.Chart().mark_rule(color="#333", strokeWidth=1.5).encode(
-            y=alt.datum(0.0, scale=alt.Scale(domain=[-0.45, 1.25]), axis=None)),
-        alt.Chart().mark_rule(color="#333", strokeWidth=1.5).encode(y=alt.datum(1.0, axis=None)),
+        alt.Chart(alt.Data(name="labels")).mark_rule(color="#333", strokeWidth=1.5).encode(
+            y=alt.Y("y:Q", scale=alt.Scale(domain=[-0.5, 1.5]), axis=None)),  # the z line and the x line
         alt.Chart(seg).mark_rule(color=MAP_GREY, strokeWidth=1).encode(x=xs, x2="gz:Q", y=ys, y2="y1:Q"),
         alt.Chart(seg).mark_point(filled=True, color="#555", size=18).encode(x=xs, y=ys, tooltip=tips),
         alt.Chart(seg).mark_point(shape="triangle-up", filled=True, color=FAKE, size=40).encode(
             x=alt.X("gz:Q"), y=alt.Y("y1:Q", axis=None), tooltip=tips),
-        # labels under each line, at the left edge, so they never sit on the points
-        alt.Chart(alt.Data(name="labels")).mark_text(align="left", baseline="top", dy=4, fontSize=11, color="#333").encode(
-            x=alt.value(2), y=alt.Y("y:Q", axis=None), text="text:N"),
+        # labels outside the two lines (x above the x line, z below the z line), so they never sit on the mapping
+        alt.Chart(alt.Data(name="labels")).mark_text(align="left", baseline="top", dy=8, fontSize=11, color="#333").encode(
+            x=alt.value(2), y=alt.Y("y:Q", axis=None), text="text:N").transform_filter("datum.y < 0.5"),
+        alt.Chart(alt.Data(name="labels")).mark_text(align="left", baseline="bottom", dy=-8, fontSize=11, color="#333").encode(
+            x=alt.value(2), y=alt.Y("y:Q", axis=None), text="text:N").transform_filter("datum.y >= 0.5"),
     ]
     return alt.layer(*layers).properties(height=height)
 
