@@ -182,6 +182,33 @@ def test_a_reloaded_tab_finds_its_run_again_from_the_url(app_runs_dir):
     poll(at, lambda a: "stopped" in progress_text(a), timeout=30)
 
 
+def test_a_learning_rate_changed_mid_run_goes_into_the_change_log_and_onto_the_curves(app_runs_dir):
+    import json
+
+    at = new_app()
+    small_run_settings(at, steps=3000, batch=64)
+    at.button(key="genex.step").click().run()  # start paused, train 10 steps
+    run_id = at.query_params.get("run")
+    poll(at, lambda a: step_of(a) == 10 and "paused" in progress_text(a), timeout=120)
+    lr = at.number_input(key=f"genex.change.{run_id}.optim.generator.lr")
+    assert lr.value == pytest.approx(1e-3)  # the popover starts from the settings in force
+    lr.set_value(2e-4)
+    at.number_input(key=f"genex.change.{run_id}.k_d").set_value(2)
+    next(b for b in at.button if b.label == "Apply at the next step").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert any("Changing lr(G) 0.0002, k_D 2" in s.value for s in at.success)
+    spec_path = app_runs_dir / run_id / "spec.json"
+    poll(at, lambda a: json.loads(spec_path.read_text()).get("changes"), timeout=30)  # a paused run applies it at once
+    assert json.loads(spec_path.read_text())["changes"] == [{"step": 10, "set": {"optim.generator.lr": 2e-4, "k_d": 2}}]
+    at.button(key="genex.step").click().run()
+    poll(at, lambda a: any("settings changed mid-run — step 10: lr(G) 0.0002, k_D 2" in c.value for c in a.caption), timeout=60)
+    # the popover now starts from the new settings; applying them unchanged changes nothing
+    assert at.number_input(key=f"genex.change.{run_id}.optim.generator.lr").value == pytest.approx(2e-4)
+    next(b for b in at.button if b.label == "Apply at the next step").click().run()
+    assert any("Nothing to change" in i.value for i in at.info)
+    at.button(key="genex.stop").click().run()
+
+
 def test_reset_stops_the_run_and_starts_over_paused_at_step_zero(app_runs_dir):
     at = new_app()
     small_run_settings(at, steps=3000, batch=64)

@@ -26,7 +26,7 @@ import pandas as pd
 import pyarrow as pa
 
 LOSSES = ("d_loss", "g_loss")
-NOT_SERIES = {"step", "time", "steps_per_s", "kind", "errors"}
+NOT_SERIES = {"step", "time", "steps_per_s", "kind", "errors", "set"}
 MAX_POINTS = 500  # per series and run: what a chart sends to the browser stays bounded on long runs
 COLUMNS = ["run", "step", "series", "value"]
 SPEC_CACHE_SIZE = 256
@@ -125,6 +125,55 @@ def history_frame(records: Iterable[Mapping[str, Any]], run: str = "run", max_po
     })
 
 
+CHANGE_COLOUR = "#7b3294"
+_SHORT = {"optim.generator.lr": "lr(G)", "optim.discriminator.lr": "lr(D)", "k_d": "k_D", "objective": "objective"}
+
+
+def change_label(settings: Mapping[str, Any]) -> str:
+    """``lr(G) 0.0002, k_D 2, objective minimax``: a change record's settings, in a few words."""
+    parts = []
+    for key, value in settings.items():
+        if isinstance(value, Mapping):
+            value = value.get("name", "?")
+        elif isinstance(value, float):
+            value = f"{value:.3g}"
+        parts.append(f"{_SHORT.get(key, key)} {value}")
+    return ", ".join(parts)
+
+
+def changes_frame(records: Iterable[Mapping[str, Any]], run: str = "run") -> pd.DataFrame:
+    """One row (run, step, change) per change record (settings changed mid-run): markers on the curves."""
+    rows = [(run, int(r["step"]), change_label(r["set"])) for r in records
+            if isinstance(r, Mapping) and r.get("kind") == "change" and isinstance(r.get("set"), Mapping)
+            and isinstance(r.get("step"), int) and not isinstance(r.get("step"), bool)]
+    return pd.DataFrame(rows, columns=["run", "step", "change"]).astype({"step": "int64"})
+
+
+def with_changes(df: pd.DataFrame, changes: pd.DataFrame | None) -> pd.DataFrame:
+    """``df`` (long form) with a ``change`` column: None on its rows, and for a faceted chart one extra row
+    per change and series (value NaN) so that every panel draws the change's marker."""
+    df = df.assign(change=None)
+    if changes is None or not len(changes) or not len(df):
+        return df
+    series = df["series"].astype(str).unique()
+    extra = pd.DataFrame([{"run": c.run, "step": c.step, "series": s, "value": np.nan, "change": c.change}
+                          for c in changes.itertuples() for s in series])
+    out = pd.concat([df.astype({"run": str, "series": str}), extra], ignore_index=True)
+    return out
+
+
+def _change_layers(data: Any, faceted: bool = False) -> list[Any]:
+    """A dashed purple rule at each change, its settings in the tooltip (and, unfaceted, written at the top)."""
+    chart = alt.Chart() if faceted else alt.Chart(data)
+    rule = chart.mark_rule(color=CHANGE_COLOUR, strokeDash=[6, 3], strokeWidth=1.5).encode(
+        x="step:Q", tooltip=[alt.Tooltip("step:Q", title="changed at step"), alt.Tooltip("change:N", title="settings")])
+    if faceted:
+        return [rule.transform_filter("isValid(datum.change)")]
+    label = chart.mark_text(align="left", baseline="top", dx=3, dy=2, fontSize=10, color=CHANGE_COLOUR).encode(
+        x="step:Q", y=alt.value(0), text="change:N")
+    return [rule, label]
+
+
 def combine(frames: Sequence[pd.DataFrame]) -> pd.DataFrame:
     """Several runs' long-form frames as one (for a chart of many runs)."""
     frames = [f for f in frames if len(f)]
@@ -179,27 +228,34 @@ def _shape(df: pd.DataFrame) -> tuple[bool, bool]:
 
 
 def curves_chart(df: pd.DataFrame, series: Sequence[str] | None = None, log_scale: bool = False,
-                 title: str | None = None, height: int = 340, y_title: str = "value") -> alt.LayerChart:
-    """Line chart of the chosen series over steps, one shared y axis; hovering shows every value at that step."""
+                 title: str | None = None, height: int = 340, y_title: str = "value",
+                 changes: pd.DataFrame | None = None) -> alt.LayerChart:
+    """Line chart of the chosen series over steps, one shared y axis; hovering shows every value at that step.
+    ``changes`` (:func:`changes_frame`) marks where settings changed mid-run."""
     if series is not None:
         df = df[df["series"].isin(list(series))]
-    return _curves(df, _shape(df), _y_scale_args(df["value"], log_scale), title, height, y_title)
+    marked = changes if changes is not None and len(changes) else None
+    return _curves(df, _shape(df), _y_scale_args(df["value"], log_scale), title, height, y_title, changes=marked)
 
 
 def curves_figure(df: pd.DataFrame, series: Sequence[str] | None = None, log_scale: bool = False,
-                  title: str | None = None, height: int = 340, y_title: str = "value") -> Figure:
+                  title: str | None = None, height: int = 340, y_title: str = "value",
+                  changes: pd.DataFrame | None = None) -> Figure:
     """:func:`curves_chart` as a live :class:`Figure` (its spec built once per shape and scale)."""
     if series is not None:
         df = df[df["series"].isin(list(series))]
     shape, scale = _shape(df), _y_scale_args(df["value"], log_scale)
     # a line needs two points: a curve with one value so far (the first log, a metric pass) is drawn as a dot
     lone = bool(len(df)) and bool((df.groupby(["run", "series"], observed=True).size() == 1).any())
-    key = ("curves", shape, scale, title, height, y_title, lone)
-    return Figure(key, lambda: _curves(alt.Data(name="curves"), shape, scale, title, height, y_title, lone), {"curves": df})
+    marked = changes is not None and bool(len(changes))
+    key = ("curves", shape, scale, title, height, y_title, lone, marked)
+    datasets = {"curves": df, **({"changes": changes} if marked else {})}
+    return Figure(key, lambda: _curves(alt.Data(name="curves"), shape, scale, title, height, y_title, lone,
+                                       alt.Data(name="changes") if marked else None), datasets)
 
 
 def _curves(data: Any, shape: tuple[bool, bool], scale: tuple[str, float], title: str | None, height: int,
-            y_title: str, lone: bool = False) -> alt.LayerChart:
+            y_title: str, lone: bool = False, changes: Any = None) -> alt.LayerChart:
     enc = _encodings(*shape)
     base = alt.Chart(data).encode(
         x=alt.X("step:Q", title="step", axis=alt.Axis(format="~s")),
@@ -215,6 +271,8 @@ def _curves(data: Any, shape: tuple[bool, bool], scale: tuple[str, float], title
     )
     rule = alt.Chart(data).mark_rule(color="#888", strokeDash=[3, 3]).encode(x="step:Q").transform_filter(hover)
     layers = [lines, catcher, points, rule]
+    if changes is not None:
+        layers += _change_layers(changes)
     if lone:
         layers.insert(1, base.mark_point(filled=True, size=40, opacity=1).transform_joinaggregate(
             n="count()", groupby=["run", "series"]).transform_filter("datum.n < 2"))
@@ -233,14 +291,19 @@ def series_grid(df: pd.DataFrame, series: Sequence[str] | None = None, columns: 
 
 
 def series_grid_figure(df: pd.DataFrame, columns: int = 2, log_scale: bool = False, height: int = 90,
-                       width: int = 140) -> Figure:
-    """:func:`series_grid` as a live :class:`Figure`."""
+                       width: int = 140, changes: pd.DataFrame | None = None) -> Figure:
+    """:func:`series_grid` as a live :class:`Figure`; ``changes`` marks where settings changed mid-run."""
     many_runs = df["run"].nunique() > 1
-    key = ("series_grid", many_runs, columns, log_scale, height, width)
-    return Figure(key, lambda: _series_grid(alt.Data(name="grid"), many_runs, columns, log_scale, height, width), {"grid": df})
+    marked = changes is not None and bool(len(changes))
+    if marked:
+        df = with_changes(df, changes)
+    key = ("series_grid", many_runs, columns, log_scale, height, width, marked)
+    return Figure(key, lambda: _series_grid(alt.Data(name="grid"), many_runs, columns, log_scale, height, width, marked),
+                  {"grid": df})
 
 
-def _series_grid(data: Any, many_runs: bool, columns: int, log_scale: bool, height: int, width: int) -> alt.FacetChart:
+def _series_grid(data: Any, many_runs: bool, columns: int, log_scale: bool, height: int, width: int,
+                 marked: bool = False) -> alt.FacetChart:
     enc = _encodings(many_runs, False)
     enc.pop("strokeDash", None)
     if not many_runs:
@@ -255,8 +318,11 @@ def _series_grid(data: Any, many_runs: bool, columns: int, log_scale: bool, heig
     tips = base.mark_point(size=80, opacity=0).encode(
         tooltip=[alt.Tooltip("run:N"), alt.Tooltip("series:N"), alt.Tooltip("step:Q"), alt.Tooltip("value:Q", format=".4g")],
     )
+    layers = [lines, tips]
+    if marked:  # the grid's own rows carry the changes (a facet's layers share its data)
+        layers = [layer.transform_filter("!isValid(datum.change)") for layer in layers] + _change_layers(None, faceted=True)
     return (
-        alt.layer(lines, tips, data=data)
+        alt.layer(*layers, data=data)
         .properties(height=height, width=width)
         .facet(facet=alt.Facet("series:N", title=None, header=alt.Header(labelFontSize=12, labelFontWeight="bold")), columns=columns)
         .resolve_scale(y="independent")

@@ -243,6 +243,7 @@ def draw_comparison(info: dict[str, Any]) -> None:
     # Overlaid curves, coloured by run.
     frames = [charts.history_frame(r["history"], run=r["label"]) for r in rows]
     df = charts.combine(frames)
+    changes = pd.concat([charts.changes_frame(r["history"], run=r["label"]) for r in rows], ignore_index=True)
     if len(df):
         names = charts.loss_series(df)
         default = [n for n in ("g_loss", "d_loss") if n in names] or names[:1]
@@ -250,7 +251,7 @@ def draw_comparison(info: dict[str, Any]) -> None:
         grid = st.columns(2)
         for i, name in enumerate(chosen):
             # height= on the element: Streamlit fits the whole chart (title, axes, legend) into it
-            fig = charts.curves_figure(df, [name], title=name, height=200)  # spec cached: a redraw sends only data
+            fig = charts.curves_figure(df, [name], title=name, height=200, changes=changes)  # spec cached: a redraw sends only data
             grid[i % 2].vega_lite_chart(fig.spec(), width="stretch", height=300, key=f"cmp.curve.{name}")
 
     # Final and best values, sortable.

@@ -7,16 +7,20 @@ a message meant for the user (a spec or device error) is kept for the next draw.
 
 from __future__ import annotations
 
+from typing import Any
+
 import streamlit as st
 
 from explorer.device import pick_device
 from explorer.errors import ExplorerError
 from explorer.spec import Spec
 from explorer.ui import state
+from explorer.ui.charts import change_label
 
 FLASH_KEY = "genex.flash"
 RUN_PICK_KEY = "genex.run_pick"
 STEP_N_KEY = "genex.step_n"
+CHANGE_KEY = "genex.change"
 
 
 def flash(kind: str, message: str) -> None:
@@ -83,6 +87,65 @@ def on_reset(spec: Spec | None, run_id: str | None) -> None:
     _start(spec, paused=True)
 
 
+def current_settings(run: Any) -> dict[str, Any]:
+    """The changeable settings in force in a live run: its spec's change log up to its step, then the
+    changes this server has sent it since."""
+    out = run.spec.settings_at(int(run.state.step))
+    for _, settings in run.changes:
+        out.update(settings)
+    return out
+
+
+def on_change(run_id: str) -> None:
+    """Send the popover's settings that differ from those in force; they apply at the next step boundary."""
+    run = state.live_run(run_id)
+    if run is None or not run.active:
+        flash("warning", "The run is no longer live: settings change only while it trains or is paused.")
+        return
+    now = current_settings(run)
+    prefix = f"{CHANGE_KEY}.{run_id}"  # per run: another run's popover starts from its own settings
+    asked = {key: st.session_state[f"{prefix}.{key}"] for key in now if f"{prefix}.{key}" in st.session_state}
+    if "objective" in asked and asked["objective"] == now["objective"].get("name"):
+        del asked["objective"]  # the same objective: keep its parameters as they are
+    changed = {k: v for k, v in asked.items() if k == "objective" or v != now[k]}
+    if not changed:
+        flash("info", "Nothing to change: these are the settings in force.")
+        return
+    try:
+        resolved = state.get_manager().change(run_id, changed)
+    except ExplorerError as exc:
+        flash("error", f"Not changed: {exc}")
+        return
+    flash("success", f"Changing {change_label(resolved)} at the next step (from step {run.state.step:,}). The change is "
+                     "written to the run's change log, so resume, fork and `genex run` of its spec replay it; the curves "
+                     "mark it with a dashed purple line.")
+
+
+def draw_change(run: Any) -> None:
+    """Change learning rates, k_D or the objective of a live run (a popover beside the buttons)."""
+    now = current_settings(run)
+    reg = state.registry()
+    needs_d = run.spec.discriminator is not None
+    objectives = sorted(n for n, info in reg.components["objective"].items()
+                        if bool(getattr(info.cls, "needs_discriminator", True)) == needs_d)
+    prefix = f"{CHANGE_KEY}.{run.id}"
+    with st.form(f"{prefix}.form", border=False):
+        st.caption("Applied at the next step boundary and drawn as a marker on the curves.")
+        for role in ("generator", "discriminator"):
+            key = f"optim.{role}.lr"
+            if key in now:
+                st.number_input(f"{role} learning rate", min_value=1e-8, max_value=10.0, value=float(now[key]),
+                                format="%g", step=float(now[key]) / 2, key=f"{prefix}.{key}")
+        if needs_d:
+            st.number_input("k_D (discriminator steps per generator step)", min_value=1, max_value=100,
+                            value=int(now["k_d"]), step=1, key=f"{prefix}.k_d")
+        name = now["objective"].get("name")
+        st.selectbox("objective", objectives, index=objectives.index(name) if name in objectives else 0,
+                     key=f"{prefix}.objective",
+                     help="Only objectives that use the networks this run has (with or without a discriminator).")
+        st.form_submit_button("Apply at the next step", type="primary", on_click=on_change, args=(run.id,))
+
+
 def on_pick() -> None:
     picked = st.session_state.get(RUN_PICK_KEY)
     if picked:
@@ -125,6 +188,10 @@ def draw_controls(spec: Spec | None, run_id: str | None) -> None:
                help="Stop the run for good (its folder, checkpoint and samples stay on disk).")
     row.button("Reset", key="genex.reset", on_click=on_reset, args=(spec, run_id), disabled=spec is None, width="content",
                help="Stop this run and start over at step 0 with the sidebar's settings, paused.")
+    with row.popover("Change settings", disabled=not active, width="content",
+                     help="Change the learning rates, k_D or the objective while the run trains or is paused."):
+        if active:
+            draw_change(run)
     manager = state.get_manager()
     options = list(dict.fromkeys([*(r for r in reversed(state.my_run_ids())),
                                   *(r.id for r in manager.runs() if r.active)]))

@@ -14,7 +14,7 @@ import numpy as np
 
 import streamlit as st
 
-from explorer.records import split_records
+from explorer.records import change_records, split_records
 from explorer.runs import ACTIVE, RunStore
 from explorer.snapshots import Snapshot
 from explorer.training import RunView
@@ -132,6 +132,7 @@ def draw_curves(history: list[dict[str, Any]], run_name: str, key: str,
     if not losses and not metrics:
         st.caption("The loss curves appear after the first logged steps.")
         return
+    changes = charts.changes_frame(change_records(history), run=run_name)
     loss_df = charts.history_frame(losses, run=run_name)
     names = charts.loss_series(loss_df)
     c = st.columns([2.3, 1.4], vertical_alignment="bottom")
@@ -143,12 +144,16 @@ def draw_curves(history: list[dict[str, Any]], run_name: str, key: str,
     log_scale = c[1].toggle("log scale", key=f"{key}.log", width="content",
                             help="For the losses and the metrics; a symmetric log where a series goes negative.")
     if chosen:
-        fig = charts.curves_figure(loss_df, chosen, log_scale=log_scale)
+        fig = charts.curves_figure(loss_df, chosen, log_scale=log_scale, changes=changes)
         st.vega_lite_chart(fig.spec(), width="stretch", key=f"{key}.losses")
+    if len(changes):
+        said = "; ".join(f"step {c.step:,}: {c.change}" for c in changes.tail(4).itertuples())
+        more = f" (and {len(changes) - 4} earlier)" if len(changes) > 4 else ""
+        st.caption(f"Dashed purple lines: settings changed mid-run — {said}{more}.")
     if metrics:
         met_df = as_declared(charts.history_frame(metrics, run=run_name), declared or MetricDeclarations())
         st.markdown("**Metrics** (on a fixed sample, every `metric_every` steps; ↑/↓: which way each metric says is better)")
-        fig = charts.series_grid_figure(met_df, log_scale=log_scale)
+        fig = charts.series_grid_figure(met_df, log_scale=log_scale, changes=changes)
         st.vega_lite_chart(fig.spec(), width="content", key=f"{key}.metrics")
 
 

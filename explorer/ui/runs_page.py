@@ -311,7 +311,8 @@ with tab_curves:
         chosen = st.multiselect("curves", names, default=default, key="runs.series")
         grid = st.columns(2)
         for i, name in enumerate(chosen):
-            chart = charts.curves_chart(cdf, [name], title=name, height=200)
+            chart = charts.curves_chart(cdf, [name], title=name, height=200,
+                                        changes=charts.changes_frame(records, run=summary.name))
             if branch is not None:
                 rule = alt.Chart(pd.DataFrame({"step": [branch], "label": [f"fork at {branch}"]}))
                 chart = alt.layer(chart, rule.mark_rule(color="#E4572E", strokeDash=[6, 3], strokeWidth=2).encode(x="step:Q"),

@@ -150,7 +150,7 @@ def _outside_note(fake: np.ndarray, doms: Sequence[tuple[float, float]], drawn: 
     if box is not None and finite.any():
         pad = 0.08 * np.maximum(box[1] - box[0], 1e-6)
         away = finite & ((fake < box[0] - pad) | (fake > box[1] + pad)).any(axis=1)
-        if away.mean() >= 0.01:
+        if away.mean() >= 0.05:  # a few stragglers are normal; a share this large moved the view
             if len(doms) == 1:
                 caption = (f"{away.mean():.0%} of the generated samples lie away from the data (x = {box[0][0]:.3g} "
                            f"to {box[1][0]:.3g}), between x = {fake[away, 0].min():.3g} and {fake[away, 0].max():.3g}: "
