@@ -169,11 +169,17 @@ def draw_live(view: RunView, name: str, critic: Critic, key: str, starting: bool
               declared: MetricDeclarations | None = None) -> None:
     """Everything that changes while a run trains (the explanations stay outside, drawn once)."""
     draw_progress(view, name, starting)
-    left, right = st.columns([1.1, 1], gap="large")
-    with left, st.container(key=f"{key}_view"):
-        draw_view(view.snapshot, critic, key, active=view.status in ACTIVE)
-    with right, st.container(key=f"{key}_curves"):
-        draw_curves(view.history, name, key, declared)
+    # A row that wraps: the curves go under the picture when the page is too narrow for both side by side
+    # (columns would squeeze a fixed-size 2-D view over its neighbour).
+    kind = view.snapshot.kind if view.snapshot is not None else ""
+    # the curves take the rest of the row, but never less than a readable 340 px: below that they wrap
+    st.html(f"<style>.st-key-{key}_row > div:has(> .st-key-{key}_curves) {{ min-width: min(340px, 100%); "
+            "flex: 1 1 340px; }</style>")
+    with st.container(horizontal=True, gap="large", key=f"{key}_row"):
+        with st.container(key=f"{key}_view", width="content" if kind == "2d" else "stretch"):
+            draw_view(view.snapshot, critic, key, active=view.status in ACTIVE)
+        with st.container(key=f"{key}_curves"):
+            draw_curves(view.history, name, key, declared)
 
 
 def view_from_disk(store: RunStore) -> tuple[RunView, str]:
