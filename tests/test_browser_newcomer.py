@@ -80,6 +80,14 @@ def test_views_show_where_samples_went_links_open_their_pipeline_and_reload_keep
             expect(page.locator("[data-testid=stCaptionContainer]").filter(has_text="Data far from the origin").first).to_be_visible()
             page.wait_for_timeout(1500)
             page.screenshot(path=str(ARTIFACTS / "newcomer-2d-edge.png"))
+            for width in (1000, 1250, 1500):  # the picture never spills over the curves: they wrap below instead
+                page.set_viewport_size({"width": width, "height": 1500})
+                page.wait_for_timeout(1500)
+                view = page.locator(".st-key-live_view canvas").first.bounding_box()
+                curves = page.locator(".st-key-live_curves canvas").first.bounding_box()
+                apart = view["x"] + view["width"] <= curves["x"] or view["y"] + view["height"] <= curves["y"]
+                assert apart, (width, view, curves)
+                assert curves["x"] + curves["width"] <= width  # and nothing runs off the page
 
             # 3. A running comparison survives a reload of its page.
             query = urllib.parse.urlencode({**spec_to_query(COMPARE), "vary": "objective=minimax,nonsaturating"})
