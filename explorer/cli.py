@@ -3,7 +3,7 @@
     genex plugins [--json] [--check]       every component, its parameters and where it comes from
     genex run SPEC [--steps N] [--seed S] [--device D] [--out DIR]
     genex runs [--json]                    the run history
-    genex compare SPEC --vary FIELD=A,B    side-by-side runs (explorer.compare)
+    genex compare SPEC --vary FIELD=A,B    side-by-side runs (explorer.compare; --backend ray: explorer.ray_backend)
     genex export-animation RUN [--format gif|mp4] [--fps N] [--out PATH]   a run's snapshots as a GIF/MP4 (explorer.animation)
     genex new-plugin NAME                  scaffold a plugin package (explorer.scaffold)
 
@@ -142,6 +142,12 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     from explorer.runs import fresh_folder, runs_root
     from explorer.spec import load_spec_file
 
+    if args.backend == "ray":
+        from explorer import ray_backend
+
+        ray_backend.require_ray()  # before any folder is made: exit 2 with the pip line
+    elif args.address:
+        raise SpecError("--address", "names a Ray cluster; use it with --backend ray")
     base = load_spec_file(args.spec)
     varies = [compare.parse_vary(v) for v in args.vary]
     if args.seeds < 1:
@@ -153,8 +159,18 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     log = None if args.quiet else (lambda msg: print(msg, flush=True))
     if log:
         log(f"comparing {len(variants)} runs of {name} -> {out}")
-    results = compare.train_variants(variants, out, jobs=max(1, args.jobs), log=log)
-    compare.write_outputs(out, {**base, **({"steps": args.steps} if args.steps else {})}, varies, results)
+    written = {**base, **({"steps": args.steps} if args.steps else {})}
+    if args.backend == "ray":
+        try:
+            results = ray_backend.train_variants(variants, out, address=args.address, jobs=args.jobs, log=log)
+        except ray_backend.ComparisonCancelled as exc:
+            if exc.results:
+                compare.write_outputs(out, written, varies, exc.results)
+            print(f"genex compare: {exc}; what came back is in {out}", file=sys.stderr)
+            return 130
+    else:
+        results = compare.train_variants(variants, out, jobs=max(1, args.jobs or 1), log=log)
+    compare.write_outputs(out, written, varies, results)
     if log:
         losses = [k for k in ("d_loss", "g_loss") if any(k in r.final for r in results)]
         print(compare.to_markdown(compare.summary_rows(results), ["run", "status", "step", *losses]))
@@ -229,7 +245,11 @@ def build_parser(command: str | None = None) -> tuple[argparse.ArgumentParser, d
     p.add_argument("--steps", type=int, help="override the spec's steps")
     p.add_argument("--device", help="auto, cpu, cuda or mps")
     p.add_argument("--out", help="output folder (default: <runs folder>/compare-<timestamp>-<name>)")
-    p.add_argument("--jobs", type=int, default=1, help="runs trained at once (threads); default one after another")
+    p.add_argument("--jobs", type=int, help="runs trained at once (threads); default one after another "
+                                            "(with --backend ray: runs in flight; default all, the cluster's resources decide)")
+    p.add_argument("--backend", choices=["local", "ray"], default="local",
+                   help="local (default): train here; ray: each run a Ray task on a cluster (needs: pip install 'generative-explorer[ray]')")
+    p.add_argument("--address", help="with --backend ray: the cluster's address (default: $GENEX_RAY_ADDRESS, else a local Ray instance)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress lines")
     handlers["compare"] = _cmd_compare
 

@@ -7,7 +7,8 @@ PY=${PYTHON:-python3}
 
 # PyTorch first: 2.13.0 is the CPU wheel on CPU-only machines (a bare range would pull a multi-GB CUDA build).
 "$PY" -c "import torch" 2>/dev/null || "$PY" -m pip install -q torch==2.13.0
-"$PY" -m pip install -q -e '.[dev]'
+# dev: pytest and friends; ray: the Ray backend of `genex compare` (tests/test_ray_backend.py starts a local instance).
+"$PY" -m pip install -q -e '.[dev,ray]'
 # The example third-party plugin package, installed for real so its entry points are discovered.
 if [ -f examples/generative-explorer-extras/pyproject.toml ]; then
   "$PY" -m pip install -q -e examples/generative-explorer-extras
