@@ -5,6 +5,15 @@ Random streams are separate and seeded from the spec's seed: ``weights`` (initia
 ``Objective.generator``), ``torch`` (the run's own copy of torch's global stream, which dropout
 draws from), ``view`` (the fixed batches the views and
 metrics use, so that watching a run never changes what it learns).
+
+Two optional parts of the spec wrap the networks the architectures build:
+
+- ``pack`` (PacGAN, Lin et al. 2018): D is built for ``pack`` samples concatenated along the feature
+  (or channel) axis and wrapped in :class:`PackedDiscriminator`, which regroups a batch ``[B, ...]``
+  into ``[B / pack, pack * ...]`` before D, so every objective and architecture packs alike. The views
+  show D at one point x as D(x, x, ..., x): :attr:`Pipeline.D_view`.
+- ``ema`` (Yazici et al. 2019): an exponential moving average of G's weights, :attr:`Pipeline.G_ema`,
+  which the views, snapshots, saved samples and metrics use; training steps only the raw G.
 """
 
 from __future__ import annotations
@@ -22,6 +31,65 @@ from explorer.registry import Registry, get_registry
 from explorer.spec import Spec
 
 CHECKPOINT_FORMAT = 1
+
+
+class PackedDiscriminator(nn.Module):
+    """PacGAN's packing (Lin et al. 2018) around any discriminator: ``forward([B, c, ...])`` judges each run of
+    ``pack`` consecutive samples as one, ``net([B / pack, pack * c, ...])`` (concatenated along the first
+    event axis: a vector's features, an image's channels), and returns ``[B / pack, 1]`` logits. The losses
+    average over the packs exactly as over single samples, so every objective works unchanged.
+
+    ``single(x)`` is D at each point alone, D(x, x, ..., x): ``x`` packed with ``pack - 1`` copies of itself,
+    ``[n, 1]`` logits for any ``n`` (what the heatmap and the 1-D critic curve draw).
+    """
+
+    def __init__(self, net: nn.Module, pack: int) -> None:
+        super().__init__()
+        self.net = net
+        self.pack = int(pack)
+
+    def forward(self, x: Tensor) -> Tensor:
+        n = x.shape[0]
+        if n % self.pack:
+            raise ValueError(f"packing: a batch of {n} samples does not split into packs of {self.pack}; "
+                             f"pass a multiple of {self.pack} samples (D.single(x) judges each sample alone)")
+        return self.net(x.reshape(n // self.pack, self.pack * x.shape[1], *x.shape[2:]))
+
+    def single(self, x: Tensor) -> Tensor:
+        return self.net(x.repeat(1, self.pack, *([1] * (x.dim() - 2))))
+
+
+class PerSample(nn.Module):
+    """A packed discriminator seen one sample at a time (``PackedDiscriminator.single``), for the views."""
+
+    def __init__(self, packed: PackedDiscriminator) -> None:
+        super().__init__()
+        self.packed = packed
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.packed.single(x)
+
+
+def make_ema(G: nn.Module) -> nn.Module:
+    """A copy of ``G`` to hold its moving average: same weights and buffers, no gradients."""
+    ema = copy.deepcopy(G)
+    for q in ema.parameters():
+        q.requires_grad_(False)
+    return ema
+
+
+@torch.no_grad()
+def update_ema(ema: nn.Module, G: nn.Module, decay: float, average: bool) -> None:
+    """One step of the moving average: every parameter ``ema <- decay * ema + (1 - decay) * G`` when
+    ``average``, else ``ema <- G`` (before the start); buffers (batch-norm statistics, ...) are copied."""
+    dst = [q for q in ema.parameters()]
+    src = [q.detach() for q in G.parameters()]
+    if average:
+        torch._foreach_lerp_(dst, src, 1.0 - decay)
+    else:
+        torch._foreach_copy_(dst, src)
+    for b_ema, b in zip(ema.buffers(), G.buffers()):
+        b_ema.copy_(b)
 
 
 def make_optimizer(params: Any, cfg: dict[str, Any]) -> torch.optim.Optimizer:
@@ -53,14 +121,24 @@ class Pipeline:
             d_arch = reg.create("architecture", spec.discriminator.name, spec.discriminator.params, where="discriminator")  # type: ignore[assignment]
         x_shape, z_shape = tuple(self.data.shape), tuple(self.latent.shape)
         _check_support(g_arch, "generator", z_shape, x_shape)
+        pack = spec.pack
+        if pack > 1 and spec.batch_size % pack:
+            raise SpecError("batch_size", f"{spec.batch_size:,} is not a multiple of pack = {pack}")
+        d_shape = (x_shape[0] * pack, *x_shape[1:])  # pack samples along the first event axis
         if d_arch is not None:
-            _check_support(d_arch, "discriminator", x_shape, (1,))
+            _check_support(d_arch, "discriminator", d_shape, (1,))
         with seeded(stream_seed(spec.seed, "weights")):
             self.G: nn.Module = g_arch.build("generator", z_shape, x_shape)
-            self.D: nn.Module | None = d_arch.build("discriminator", x_shape, (1,)) if d_arch is not None else None
+            self.D: nn.Module | None = d_arch.build("discriminator", d_shape, (1,)) if d_arch is not None else None
+        if self.D is not None and pack > 1:
+            self.D = PackedDiscriminator(self.D, pack)
+        #: D as the views evaluate it at single points: D itself, or D(x, x, ..., x) when packing
+        self.D_view: nn.Module | None = PerSample(self.D) if isinstance(self.D, PackedDiscriminator) else self.D
         self.G.to(self.device)
         if self.D is not None:
             self.D.to(self.device)
+        #: the moving average of G's weights (spec ``ema``), or None; the views and metrics use it
+        self.G_ema: nn.Module | None = make_ema(self.G) if spec.ema is not None else None
         self.opt_g = make_optimizer(self.G.parameters(), spec.optim["generator"])
         self.opt_d = make_optimizer(self.D.parameters(), spec.optim["discriminator"]) if self.D is not None else None
         self.data_gen = make_generator(self.device, stream_seed(spec.seed, "data"))
@@ -150,16 +228,31 @@ class Pipeline:
     def sample_latent(self, n: int) -> Tensor:
         return self.latent.sample(n, self.noise_gen, self.device)
 
+    @property
+    def G_eval(self) -> nn.Module:
+        """The generator the views, snapshots and metrics use: the moving average when the spec has ``ema``."""
+        return self.G_ema if self.G_ema is not None else self.G
+
     @torch.no_grad()
-    def generate(self, z: Tensor) -> Tensor:
-        """G(z) without touching training state (batch-norm statistics, parametrizations, random streams)."""
-        with untouched(self.G, device=self.device):
-            return self.G(z)
+    def generate(self, z: Tensor, raw: bool = False) -> Tensor:
+        """G(z) without touching training state (batch-norm statistics, parametrizations, random streams),
+        from the averaged G when the spec has ``ema`` (``raw=True``: the raw G, the one that trains)."""
+        G = self.G if raw else self.G_eval
+        with untouched(G, device=self.device):
+            return G(z)
+
+    def update_ema(self, step: int) -> None:
+        """After generator step ``step`` (counted from 1): the average tracks G exactly up to ``ema.start``
+        and is a moving average from then on. No random stream is drawn."""
+        if self.G_ema is None:
+            return
+        ema = self.spec.ema or {}
+        update_ema(self.G_ema, self.G, float(ema["decay"]), average=step > int(ema["start"]))
 
     def untouched(self) -> untouched:
         """A context in which views and metrics may call G, D, the objective and the samplers freely:
         on exit every piece of training state is as it was (see :class:`untouched`)."""
-        return untouched(self.G, self.D, *_module_attrs(self.objective), device=self.device,
+        return untouched(self.G, self.G_ema, self.D, *_module_attrs(self.objective), device=self.device,
                          generators=(self.objective.generator,), samplers=(self.data, self.latent))
 
     # -- checkpoints ----------------------------------------------------------------------------
@@ -170,6 +263,7 @@ class Pipeline:
             "step": int(self.step),
             "spec": self.spec.to_dict(),
             "G": self.G.state_dict(),
+            "G_ema": self.G_ema.state_dict() if self.G_ema is not None else None,
             "D": self.D.state_dict() if self.D is not None else None,
             "opt_g": self.opt_g.state_dict(),
             "opt_d": self.opt_d.state_dict() if self.opt_d is not None else None,
@@ -188,8 +282,15 @@ class Pipeline:
         """
         self.resume_notes: list[str] = []
         self.G.load_state_dict(state["G"])
+        if self.G_ema is not None:  # a checkpoint without an average (a fork that turns ema on) starts it at G
+            self.G_ema.load_state_dict(state["G_ema"] if state.get("G_ema") is not None else state["G"])
         if self.D is not None and state.get("D") is not None:
-            self.D.load_state_dict(state["D"])
+            try:
+                self.D.load_state_dict(state["D"])
+            except RuntimeError as exc:  # another architecture, width or pack than the checkpoint's
+                raise CheckpointError(f"cannot resume: the checkpoint's discriminator weights do not fit this "
+                                      f"discriminator (its architecture, size or pack differ: "
+                                      f"{str(exc).splitlines()[0]}); start a new run for another discriminator") from None
         if optimizers:
             for what, opt, key in (("generator", self.opt_g, "opt_g"), ("discriminator", self.opt_d, "opt_d")):
                 if opt is None:

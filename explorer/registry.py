@@ -57,6 +57,7 @@ DEFAULT_PLUGINS: dict[str, str] = {
     "metropolis-hastings": "plugins.metropolis_hastings",
     "mixture-1d": "plugins.mixture_1d",
     "toys-2d": "plugins.toys2d",
+    "drawn": "plugins.drawn",
     "images": "plugins.images",
     "mlp": "plugins.mlp",
     "dcgan": "plugins.dcgan",

@@ -411,6 +411,7 @@ def check_snapshot(arrays: dict[str, np.ndarray]) -> SnapshotArrays:
                 raise ValueError(f"extra_{name} has shape {got}, not {want}")
             out[f"extra_{name}"] = ex[name]
 
+    shape("fake_raw", tuple(fake.shape), at_least=0)  # the raw G's samples beside the averaged G's (spec ema)
     if kind == "1d":
         if not all(k in ex for k in ("x", "p_data", "p_g")) or ex["x"].ndim != 1:
             raise ValueError("a 1-D snapshot without its density curves (x, p_data, p_g)")
@@ -422,6 +423,7 @@ def check_snapshot(arrays: dict[str, np.ndarray]) -> SnapshotArrays:
             m = (ex["z"].shape[0],) if "z" in ex and ex["z"].ndim == 1 else (-1,)
             shape("z", m)
             shape("g_of_z", m)
+            shape("g_of_z_raw", m)
     elif kind == "2d":
         if ("grid_x" in ex) != ("grid_y" in ex) or ("critic" in ex and "grid_x" not in ex):
             raise ValueError("a 2-D snapshot with only part of its critic grid")
@@ -434,6 +436,7 @@ def check_snapshot(arrays: dict[str, np.ndarray]) -> SnapshotArrays:
         if "manifold" in ex:
             m = ex["manifold"].shape[0]
             shape("manifold", (m, m, 2))
+            shape("manifold_raw", (m, m, 2))
         if "arrows" in ex:
             if ex["arrows"].shape[0] > len(fake):
                 raise ValueError("more push arrows than generated points")
@@ -844,6 +847,8 @@ def checkpoint_problem(state: Any) -> str | None:
         return "it has no generator weights (G)"
     if state.get("D") is not None and (not state_dict(state["D"]) or not all(isinstance(v, torch.Tensor) for v in state["D"].values())):
         return "its discriminator weights (D) are not tensors"
+    if state.get("G_ema") is not None and (not state_dict(state["G_ema"]) or not all(isinstance(v, torch.Tensor) for v in state["G_ema"].values())):
+        return "its averaged generator's weights (G_ema) are not tensors"
     for key in ("opt_g", "opt_d", "samplers", "spec"):
         if state.get(key) is not None and not isinstance(state[key], dict):
             return f"{key} is {type(state[key]).__name__}, not a table"

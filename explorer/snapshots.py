@@ -11,6 +11,12 @@ pipeline's fixed view batches, so watching a run never changes what it learns.
   each generated point (minus its gradient).
 - Images: a grid of generated samples and each one's nearest training image (memorisation check,
   Goodfellow et al. 2014, Fig. 2).
+
+Generated samples come from the averaged generator when the spec has ``ema`` (``Pipeline.G_eval``);
+the raw generator's samples of the same latent codes are kept beside them in ``extras["fake_raw"]``
+(and, in 1-D, ``g_of_z_raw``; in 2-D, ``manifold_raw``), so a view can show either. With ``pack`` > 1
+the critic drawn at a point x is D(x, x, ..., x) (``Pipeline.D_view``), and the arrows are the packed
+objective's own push on the first multiple of ``pack`` generated points.
 """
 
 from __future__ import annotations
@@ -92,6 +98,8 @@ def _take(pipe: "Pipeline", step: int, arrows: bool) -> Snapshot:
     kind = pipe.data.data_kind
     real, fake = _np(real_t), _np(fake_t)
     snap = Snapshot(step=step, kind=kind, real=real, fake=fake)
+    if pipe.G_ema is not None:
+        snap.extras["fake_raw"] = _np(pipe.generate(pipe.view_z[:IMAGES] if kind == "image" else pipe.view_z, raw=True))
     if kind == "1d":
         _one_d(pipe, snap, real_t, fake_t)
     elif kind == "2d":
@@ -102,7 +110,7 @@ def _take(pipe: "Pipeline", step: int, arrows: bool) -> Snapshot:
 
 
 def _critic(pipe: "Pipeline", x: torch.Tensor, real: torch.Tensor, fake: torch.Tensor) -> np.ndarray | None:
-    out = pipe.objective.critic(pipe.D, x, real, fake)
+    out = pipe.objective.critic(getattr(pipe, "D_view", pipe.D), x, real, fake)
     return None if out is None else _np(out.reshape(-1))
 
 
@@ -129,6 +137,8 @@ def _one_d(pipe: "Pipeline", snap: Snapshot, real_t: torch.Tensor, fake_t: torch
     z = z[order][:: max(1, len(z) // 40)]
     snap.extras["z"] = _np(z.reshape(len(z), -1)[:, 0])
     snap.extras["g_of_z"] = _np(pipe.generate(z).reshape(-1))
+    if pipe.G_ema is not None:
+        snap.extras["g_of_z_raw"] = _np(pipe.generate(z, raw=True).reshape(-1))
 
 
 def _two_d(pipe: "Pipeline", snap: Snapshot, real_t: torch.Tensor, fake_t: torch.Tensor, arrows: bool) -> None:
@@ -150,8 +160,12 @@ def _two_d(pipe: "Pipeline", snap: Snapshot, real_t: torch.Tensor, fake_t: torch
         zz[..., 1] = line[:, None]
     warped = pipe.generate(zz.reshape(-1, *pipe.latent.shape)).reshape(MANIFOLD, MANIFOLD, 2)
     snap.extras["manifold"] = _np(warped)
+    if pipe.G_ema is not None:
+        raw = pipe.generate(zz.reshape(-1, *pipe.latent.shape), raw=True).reshape(MANIFOLD, MANIFOLD, 2)
+        snap.extras["manifold_raw"] = _np(raw)
     if arrows:
-        snap.extras["arrows"] = _generator_push(pipe, real_t, fake_t[:ARROWS])
+        pack = getattr(pipe.spec, "pack", 1)
+        snap.extras["arrows"] = _generator_push(pipe, real_t, fake_t[: ARROWS - ARROWS % pack])
 
 
 def _latent_square(pipe: "Pipeline") -> tuple[float, float]:

@@ -46,6 +46,19 @@ SETTINGS: tuple[Param, ...] = (
     Param("checkpoint_every", "int", 1000, "steps between checkpoints (0 = only at the end)", low=0, high=10_000_000),
     Param("metric_every", "int", 500, "steps between metric evaluations (0 = never)", low=0, high=10_000_000),
     Param("snapshot_size", "int", 1000, "points (or images) kept in each snapshot", low=16, high=100_000),
+    Param("pack", "int", 1, "PacGAN packing (Lin et al. 2018): the discriminator judges `pack` samples of one kind "
+          "(all real or all generated) at once, concatenated along the feature (or channel) axis; 1 = off. "
+          "batch_size must be a multiple of it", low=1, high=16),
+)
+
+# The generator's exponential moving average (Yazici et al. 2019, "The unusual effectiveness of averaging in
+# GAN training"): ``ema = { decay = 0.999, start = 1000 }``; off when absent. Views, snapshots, saved samples
+# and metrics use the averaged generator; training uses (and only changes) the raw one.
+EMA: tuple[Param, ...] = (
+    Param("decay", "float", 0.999, "weight of the old average at each step: ema = decay * ema + (1 - decay) * G "
+          "(an average over about 1 / (1 - decay) steps)", low=0.0, high=0.999999),
+    Param("start", "int", 1000, "steps before averaging begins: up to this step the average is G itself",
+          low=0, high=10_000_000),
 )
 
 OPTIMIZER: tuple[Param, ...] = (
@@ -60,6 +73,7 @@ OPTIMIZER: tuple[Param, ...] = (
 
 _SETTING = {p.name: p for p in SETTINGS}
 _OPTIMIZER = {p.name: p for p in OPTIMIZER}
+_EMA_EXAMPLE = "e.g. ema = { decay = 0.999, start = 1000 }"
 
 # Component slots: (spec key, component kind, default name).
 SLOTS: tuple[tuple[str, str, str], ...] = (
@@ -69,7 +83,7 @@ SLOTS: tuple[tuple[str, str, str], ...] = (
     ("discriminator", "architecture", "mlp"),
     ("objective", "objective", "nonsaturating"),
 )
-TOP_KEYS = {p.name for p in SETTINGS} | {s[0] for s in SLOTS} | {"optim", "metrics", "changes", "provenance"}
+TOP_KEYS = {p.name for p in SETTINGS} | {s[0] for s in SLOTS} | {"optim", "metrics", "changes", "ema", "provenance"}
 
 # Settings a run may change mid-run: in the spec's change log (``[[changes]]``) and live
 # (``RunManager.change``). Their values are checked by the same declarations as the spec's own fields
@@ -106,6 +120,8 @@ class Spec:
     #: boundary where ``pipeline.step == N`` (before step N + 1 is trained); values resolved
     #: (lr as float, k_d as int, the objective as a full ``{"name": ..., <params>}`` table)
     changes: list[dict[str, Any]] = field(default_factory=list)
+    #: the generator's moving average, ``{"decay": float, "start": int}``, or None (off): see :data:`EMA`
+    ema: dict[str, Any] | None = None
 
     # -- the top-level settings (declared in SETTINGS), typed ------------------------------------------
     @property
@@ -161,6 +177,10 @@ class Spec:
         return int(self.settings["snapshot_size"])
 
     @property
+    def pack(self) -> int:
+        return int(self.settings["pack"])
+
+    @property
     def needs_discriminator(self) -> bool:
         return self.discriminator is not None
 
@@ -174,6 +194,8 @@ class Spec:
         out["metrics"] = [m.to_dict() for m in self.metrics]
         if self.changes:
             out["changes"] = copy.deepcopy(self.changes)
+        if self.ema is not None:
+            out["ema"] = dict(self.ema)
         if self.provenance:
             out["provenance"] = dict(self.provenance)
         return out
@@ -406,10 +428,44 @@ def resolve(raw: Mapping[str, Any], registry: Registry | None = None) -> Spec:
     metrics = _metrics(raw.get("metrics", "auto"), registry, provenance)
     for m in metrics:
         new_prov[f"metric:{m.name}"] = registry.get("metric", m.name).source
-    spec = Spec(settings=settings, optim=optim, metrics=metrics, provenance=new_prov, **comps)  # type: ignore[arg-type]
+    _check_pack(settings, comps)
+    ema = _ema(raw.get("ema"))
+    spec = Spec(settings=settings, optim=optim, metrics=metrics, provenance=new_prov, ema=ema, **comps)  # type: ignore[arg-type]
     if "changes" in raw:
         spec = _changes(raw["changes"], spec, registry)
     return spec
+
+
+def _check_pack(settings: Mapping[str, Any], comps: Mapping[str, ComponentSpec | None]) -> None:
+    """``pack`` needs a discriminator, and a batch that splits into whole packs."""
+    pack, batch = int(settings["pack"]), int(settings["batch_size"])
+    if pack == 1:
+        return
+    if comps["discriminator"] is None:
+        objective = comps["objective"].name  # type: ignore[union-attr]
+        raise SpecError("pack", f"pack = {pack} packs samples for the discriminator, and objective {objective!r} "
+                        "trains none; set pack = 1 (or leave it out), or choose an objective with a discriminator")
+    if batch % pack:
+        lower, upper = batch - batch % pack, batch + pack - batch % pack
+        choice = f"{lower:,} or {upper:,}" if lower >= 2 else f"{upper:,}"
+        raise SpecError("batch_size", f"{batch:,} is not a multiple of pack = {pack}: the discriminator sees the batch "
+                        f"as {batch:,} / {pack} packs of {pack} samples; choose a batch_size that is a multiple of "
+                        f"{pack} (e.g. {choice}) or another pack")
+
+
+def _ema(raw: Any) -> dict[str, Any] | None:
+    """The ``ema`` table resolved: absent or false = off; true = the defaults; a table of decay and start."""
+    if raw is None or raw is False:
+        return None
+    if raw is True:
+        return resolve_params(EMA, {}, "ema")
+    if not isinstance(raw, Mapping):
+        raise SpecError("ema", f"expected a table {{ decay = ..., start = ... }} ({_EMA_EXAMPLE}), true for the "
+                        f"defaults, or false for none; got {shown(raw)}")
+    resolved = resolve_params(EMA, raw, "ema")
+    if not resolved["decay"] < 1.0:
+        raise SpecError("ema.decay", f"{resolved['decay']} must be below 1 (1 would never move the average)")
+    return resolved
 
 
 _CHANGE_KEYS = ("step", "set")

@@ -288,6 +288,7 @@ class Trainer:
             p.opt_g.zero_grad(set_to_none=True)
             g_loss.backward()
             p.opt_g.step()
+        p.update_ema(p.step + 1)  # the moving average of G (spec ema), after the step it follows
         logged["g_loss"] = g_loss
         logged.update(g_extra)
         self._record(list(logged), [v.detach().float() for v in logged.values()])

@@ -21,6 +21,7 @@ import streamlit as st
 from explorer.errors import ExplorerError
 from explorer.registry import Registry
 from explorer.spec import OPTIMIZER, SETTINGS, SLOTS, Spec, parse_bytes, resolve
+from explorer.ui import draw
 from explorer.ui.presets import DEFAULT_PRESET, Preset, blank_preset, load_presets
 from explorer.ui.widgets import param_widget, params_widgets
 
@@ -147,12 +148,21 @@ def share_query(spec: Spec, reg: Registry) -> str:
     return urlencode(urlspec.spec_to_query(spec.to_dict(), reg))
 
 
+def urlspec_limit() -> int:
+    from explorer.ui import urlspec
+
+    return urlspec.MAX_TOKEN_CHARS
+
+
 def carry_in_url(spec: Spec, reg: Registry) -> None:
     """Keep the page URL's ``spec=`` in step with the composed pipeline, so the address bar is always
     a link that reproduces the set-up (it is marked as taken, so this tab does not re-load it)."""
     from explorer.ui import urlspec
 
     token = urlspec.spec_to_query(spec.to_dict(), reg).get(urlspec.QUERY_KEY)
+    if token and len(token) > urlspec.MAX_TOKEN_CHARS:  # e.g. thousands of drawn points: no link could load it
+        st.query_params.pop(urlspec.QUERY_KEY, None)
+        return
     if token and st.query_params.get(urlspec.QUERY_KEY) != token:
         st.session_state[LINK_TOKEN_KEY] = token
         st.query_params[urlspec.QUERY_KEY] = token
@@ -244,6 +254,9 @@ def compose(reg: Registry) -> Composition:
     raw: dict[str, Any] = {}
     if base.get("notes"):
         raw["notes"] = base["notes"]
+    for key in ("ema", "pack", "changes"):  # set by the preset, not edited here: carried as they are
+        if base.get(key):
+            raw[key] = base[key]
 
     needs_d = True
     defaults = {s[0]: (s[1], s[2]) for s in SLOTS}
@@ -278,7 +291,9 @@ def compose(reg: Registry) -> Composition:
             sb.caption(info.cls.summary)
         values = {kk: v for kk, v in base_comp.items() if kk != "name"} if isinstance(base_comp, dict) and name == base_name else {}
         params: dict[str, Any] = {}
-        if info.cls.params:
+        if slot == "data" and name == draw.SAMPLER:  # drawn points: a canvas, not a text input
+            params = draw.drawn_params(info.cls, f"{k}.{slot}.{name}", values, sb, auto_open=name != base_name)
+        elif info.cls.params:
             with sb.expander(f"{name} parameters"):
                 params = params_widgets(info.cls.params, f"{k}.{slot}.{name}", values)
         raw[slot] = {"name": name, **params}
@@ -335,8 +350,12 @@ def compose(reg: Registry) -> Composition:
             text = spec.to_toml()
             st.code(text, language="toml")
             st.download_button("Download spec", text, file_name=f"{spec.short_name()}.toml", mime="text/plain", key="genex.dl_spec")
-            st.markdown(f"[Link to this pipeline](./?{share_query(spec, reg)}) — the address bar carries it too; "
-                        "it opens this pipeline in the Train page of any tab.")
+            query = share_query(spec, reg)
+            if len(query) > len("spec=") + urlspec_limit():
+                st.caption("This pipeline is too large for a link (its drawn points): download the spec instead.")
+            else:
+                st.markdown(f"[Link to this pipeline](./?{query}) — the address bar carries it too; "
+                            "it opens this pipeline in the Train page of any tab.")
         carry_in_url(spec, reg)
     return Composition(raw, spec, error, preset)
 

@@ -70,6 +70,9 @@ def minimal_spec(spec_dict: Mapping[str, Any], registry: Registry | None = None)
         out["optim"] = small_optim
     if "metrics" in raw and not _metrics_are_auto(raw["metrics"], registry):
         out["metrics"] = raw["metrics"]
+    for key in ("changes", "ema"):  # tables of their own: kept whole when set
+        if raw.get(key):
+            out[key] = raw[key]
     return out
 
 
