@@ -16,11 +16,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from explorer import Param, Sampler, SpecError, hookimpl
+from explorer import Param, SpecError, hookimpl
+from plugins.toys2d import GaussianMixture2D
 
 MAX_POINTS = 2000  # 4,000 numbers: well inside a spec's 10,000 items per list
 COORD_LIMIT = 100.0  # |x|, |y| at most this (the canvas spans [-2, 2]; a spec may hold more)
-_LOG_PROB_CHUNK = 1 << 22  # rows x points evaluated at once by log_prob (bounded memory for big grids)
 
 
 def _smiley() -> list[float]:
@@ -57,7 +57,7 @@ class PointsParam(Param):
         return super().validate(value, where)
 
 
-class Drawn(Sampler):
+class Drawn(GaussianMixture2D):
     """An equal mixture of isotropic Gaussians at drawn points (see the module's docstring)."""
 
     name = "drawn"
@@ -80,33 +80,14 @@ class Drawn(Sampler):
         lo, hi = self.points.min(0).values, self.points.max(0).values
         centre, half = (lo + hi) / 2, float((hi - lo).max()) / 2 + 4 * self.noise + 0.25
         self.bounds = tuple((float(c) - half, float(c) + half) for c in centre)  # a square around the drawing
-        self._cache: dict[tuple[str, torch.dtype], Tensor] = {}
 
-    def _points_on(self, device: torch.device | str, dtype: torch.dtype = torch.float32) -> Tensor:
-        key = (str(torch.device(device)), dtype)
-        if key not in self._cache:
-            self._cache[key] = self.points.to(device=device, dtype=dtype)
-        return self._cache[key]
+    def centres(self) -> Tensor:
+        """The drawn points ``[K, 2]``: the mode-coverage metrics count how many the generator reaches."""
+        return self.points
 
-    def sample(self, n: int, generator: torch.Generator, device: torch.device | str) -> Tensor:
-        p = self._points_on(device)
-        k = torch.randint(0, p.shape[0], (n,), generator=generator, device=device)
-        return p[k] + self.noise * torch.randn(n, 2, generator=generator, device=device, dtype=torch.float32)
-
-    def log_prob(self, x: Tensor) -> Tensor:
-        p = self._points_on(x.device, x.dtype)
-        norm = math.log(p.shape[0]) + math.log(2 * math.pi * self.noise ** 2)
-        rows = max(1, _LOG_PROB_CHUNK // p.shape[0])
-        out = []
-        for chunk in x.split(rows):
-            d2 = ((chunk.unsqueeze(1) - p) ** 2).sum(-1)
-            out.append(torch.logsumexp(-d2 / (2 * self.noise ** 2), dim=1) - norm)
-        return torch.cat(out) if out else x.new_zeros(0)
-
-    def mixture_modes(self) -> tuple[Tensor, float]:
-        """(the drawn points ``[K, 2]`` float32 on the CPU, noise): the mode-coverage metrics count how
-        many drawn points the generator reaches."""
-        return self.points.float(), self.noise
+    @property
+    def std(self) -> float:  # the mixture's std is the declared jitter
+        return self.noise
 
 
 @hookimpl

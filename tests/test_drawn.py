@@ -17,7 +17,7 @@ import torch
 from explorer import SpecError
 from explorer.spec import parse_spec, parse_text
 from explorer.ui import draw, urlspec
-from plugins import drawn
+from plugins import toys2d
 from plugins.drawn import DEFAULT_POINTS, MAX_POINTS, Drawn
 from test_app import app_runs_dir  # noqa: F401 - the AppTest fixture: runs in a temporary folder
 
@@ -109,7 +109,7 @@ def test_log_prob_in_chunks_equals_one_pass_and_stays_finite_far_away(monkeypatc
     s = Drawn(points=DEFAULT_POINTS, noise=0.05)
     x = torch.randn(1000, 2, generator=gen(1), dtype=torch.float64) * 3
     whole = s.log_prob(x)
-    monkeypatch.setattr(drawn, "_LOG_PROB_CHUNK", 64)  # a few rows at a time
+    monkeypatch.setattr(toys2d, "LOG_PROB_CHUNK", 64)  # a few rows at a time (the mixture's shared log_prob)
     assert torch.allclose(s.log_prob(x), whole, rtol=0, atol=1e-12)
     assert torch.isfinite(s.log_prob(torch.tensor([[50.0, -50.0]]))).all()  # logsumexp: no underflow to -inf
     assert s.log_prob(torch.zeros(0, 2)).shape == (0,)
