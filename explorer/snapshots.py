@@ -14,7 +14,8 @@ pipeline's fixed view batches, so watching a run never changes what it learns.
 
 Generated samples come from the averaged generator when the spec has ``ema`` (``Pipeline.G_eval``);
 the raw generator's samples of the same latent codes are kept beside them in ``extras["fake_raw"]``
-(and, in 1-D, ``g_of_z_raw``; in 2-D, ``manifold_raw``), so a view can show either. With ``pack`` > 1
+(and, in 1-D, ``g_of_z_raw``, ``p_g_raw`` and ``d_star_raw``; in 2-D, ``manifold_raw`` and ``arrows_raw``),
+so a view can show either (:func:`raw_snapshot`). With ``pack`` > 1
 the critic drawn at a point x is D(x, x, ..., x) (``Pipeline.D_view``), and the arrows are the packed
 objective's own push on the first multiple of ``pack`` generated points.
 """
@@ -109,6 +110,12 @@ def _take(pipe: "Pipeline", step: int, arrows: bool) -> Snapshot:
     return snap
 
 
+def _d_star(p_data: np.ndarray, p_g: np.ndarray) -> np.ndarray:
+    """D*(x) = p_data / (p_data + p_g) (Goodfellow et al. 2014, Prop. 1); NaN where both vanish."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(p_data + p_g > 1e-12, p_data / (p_data + p_g), np.nan)
+
+
 def _critic(pipe: "Pipeline", x: torch.Tensor, real: torch.Tensor, fake: torch.Tensor) -> np.ndarray | None:
     out = pipe.objective.critic(getattr(pipe, "D_view", pipe.D), x, real, fake)
     return None if out is None else _np(out.reshape(-1))
@@ -125,9 +132,11 @@ def _one_d(pipe: "Pipeline", snap: Snapshot, real_t: torch.Tensor, fake_t: torch
         p_data = _kde(snap.real[:, 0], grid)
         exact = 0.0
     p_g = _kde(snap.fake[:, 0], grid)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        d_star = np.where(p_data + p_g > 1e-12, p_data / (p_data + p_g), np.nan)
+    d_star = _d_star(p_data, p_g)
     snap.extras.update(x=grid, p_data=p_data, p_g=p_g, d_star=d_star, p_data_exact=np.array(exact))
+    if "fake_raw" in snap.extras:  # the raw G's density and the D* that D, trained against it, tends to
+        snap.extras["p_g_raw"] = p_g_raw = _kde(snap.extras["fake_raw"][:, 0], grid)
+        snap.extras["d_star_raw"] = _d_star(p_data, p_g_raw)
     crit = _critic(pipe, grid_t, real_t, fake_t)
     if crit is not None:
         snap.extras["critic"] = crit
@@ -166,6 +175,9 @@ def _two_d(pipe: "Pipeline", snap: Snapshot, real_t: torch.Tensor, fake_t: torch
     if arrows:
         pack = getattr(pipe.spec, "pack", 1)
         snap.extras["arrows"] = _generator_push(pipe, real_t, fake_t[: ARROWS - ARROWS % pack])
+        if "fake_raw" in snap.extras:  # the push on the raw G's samples: what training actually follows
+            raw_t = torch.as_tensor(snap.extras["fake_raw"][: ARROWS - ARROWS % pack], device=pipe.device)
+            snap.extras["arrows_raw"] = _generator_push(pipe, real_t, raw_t)
 
 
 def _latent_square(pipe: "Pipeline") -> tuple[float, float]:
@@ -205,6 +217,40 @@ def _images(pipe: "Pipeline", snap: Snapshot) -> None:
     idx = np.argmin(d, axis=1)
     snap.extras["nearest"] = train_np[idx].reshape(fake.shape)
     snap.extras["nearest_dist"] = np.sqrt(np.maximum(d[np.arange(len(idx)), idx], 0.0))
+
+
+#: the raw G's extras (spec ``ema``) and the averaged G's they stand in for
+RAW_EXTRAS = {"manifold_raw": "manifold", "g_of_z_raw": "g_of_z", "p_g_raw": "p_g", "d_star_raw": "d_star",
+              "arrows_raw": "arrows"}
+_OF_THE_AVERAGE = ("nearest", "nearest_dist")  # about the averaged G's samples only
+
+
+def raw_snapshot(snap: Snapshot) -> Snapshot | None:
+    """The raw generator's side of a snapshot taken from the averaged one (spec ``ema``): the same real
+    points, critic and latent codes, with the raw G's samples (``fake_raw``), manifold, z -> x mapping,
+    p_g, D* and push arrows in place of the average's. None when the snapshot holds no raw samples.
+
+    A saved snapshot may lack some of them (older files keep only ``fake_raw``, ``manifold_raw`` and
+    ``g_of_z_raw``): the average's are then left out rather than shown as the raw G's, except the 1-D
+    p_g and D*, which are computed here from ``fake_raw`` (a KDE, as the trainer does)."""
+    ex = snap.extras
+    if "fake_raw" not in ex:
+        return None
+    fake = np.asarray(ex["fake_raw"])
+    extras = {k: v for k, v in ex.items()
+              if k != "fake_raw" and k not in RAW_EXTRAS and k not in RAW_EXTRAS.values() and k not in _OF_THE_AVERAGE}
+    extras.update({name: ex[raw] for raw, name in RAW_EXTRAS.items() if raw in ex})
+    if snap.kind == "1d" and "x" in ex and "p_g" not in extras:
+        extras["p_g"] = _kde(_rows_1d(fake), np.asarray(ex["x"], dtype=float))
+        if "p_data" in ex:
+            extras["d_star"] = _d_star(np.asarray(ex["p_data"], dtype=float), extras["p_g"])
+    if "g_of_z" not in extras:
+        extras.pop("z", None)  # a mapping needs both ends
+    return Snapshot(step=snap.step, kind=snap.kind, real=snap.real, fake=fake, extras=extras, time=snap.time)
+
+
+def _rows_1d(arr: np.ndarray) -> np.ndarray:
+    return np.asarray(arr, dtype=float).reshape(len(arr), -1)[:, 0] if len(arr) else np.zeros(0)
 
 
 def snapshot_arrays(snap: Snapshot) -> dict[str, Any]:
