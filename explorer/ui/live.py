@@ -57,19 +57,21 @@ def draw_progress(view: RunView, name: str, starting: bool = False) -> None:
         st.warning(view.error)
 
 
-def view_options(kind: str, key: str) -> views.ViewOptions:
-    """Toggles for what the view draws (inside the fragment, so toggling redraws only the live part)."""
+def view_options(kind: str, key: str, ema: Mapping[str, Any] | bool | None = None) -> views.ViewOptions:
+    """Toggles for what the view draws (inside the fragment, so toggling redraws only the live part).
+    A run that averages G (spec ``ema``) also gets a toggle that draws the raw G beside the average."""
     opts = views.ViewOptions()
     # toggles sized to their labels in a row that wraps: a narrow column never truncates them
+    c = st.container(horizontal=True, gap="medium") if kind in ("1d", "2d") or views.ema_settings(ema) else None
+    if views.ema_settings(ema):
+        opts.raw = c.toggle(views.RAW_TOGGLE, value=False, key=f"{key}.raw", width="content", help=views.RAW_TOGGLE_HELP)
     if kind == "2d":
-        c = st.container(horizontal=True, gap="medium")
         opts.heatmap = c.toggle("heatmap", value=True, key=f"{key}.heatmap", help="The critic behind the points.", width="content")
         opts.manifold = c.toggle("manifold", value=True, key=f"{key}.manifold", help="G applied to a grid over the latent square.",
                                  width="content")
         opts.arrows = c.toggle("gradient arrows", value=False, key=f"{key}.arrows", width="content",
                                help="Where the generator loss pushes each generated point.")
     elif kind == "1d":
-        c = st.container(horizontal=True, gap="medium")
         opts.critic = c.toggle("D(x)", value=True, key=f"{key}.critic", width="content")
         opts.d_star = c.toggle("D*(x)", value=True, key=f"{key}.dstar", help="The optimal discriminator for the current generator.",
                                width="content")
@@ -80,13 +82,14 @@ def view_options(kind: str, key: str) -> views.ViewOptions:
     return opts
 
 
-def draw_view(snap: Snapshot | None, critic: Critic, key: str, active: bool = True) -> None:
+def draw_view(snap: Snapshot | None, critic: Critic, key: str, active: bool = True,
+              ema: Mapping[str, Any] | bool | None = None) -> None:
     if snap is None:
         st.info("Waiting for the first snapshot…" if active else
                 "This run saved no snapshot before it ended (they are saved every `snapshot_every` steps).")
         return
-    opts = view_options(snap.kind, key)
-    views.draw_snapshot(snap, opts=opts, critic=critic, key=f"{key}.view")
+    opts = view_options(snap.kind, key, ema)
+    views.draw_snapshot(snap, opts=opts, critic=critic, key=f"{key}.view", ema=ema)
 
 
 BETTER = {"higher": "↑ better", "lower": "↓ better"}
@@ -166,8 +169,9 @@ def draw_explanations(kind: str, objective: str, formula: str, has_critic: bool,
 
 
 def draw_live(view: RunView, name: str, critic: Critic, key: str, starting: bool = False,
-              declared: MetricDeclarations | None = None) -> None:
-    """Everything that changes while a run trains (the explanations stay outside, drawn once)."""
+              declared: MetricDeclarations | None = None, ema: Mapping[str, Any] | bool | None = None) -> None:
+    """Everything that changes while a run trains (the explanations stay outside, drawn once). ``ema``: the
+    run's spec table, when it averages G (the picture is the average's, with the raw G beside it on request)."""
     draw_progress(view, name, starting)
     # A row that wraps: the curves go under the picture when the page is too narrow for both side by side
     # (columns would squeeze a fixed-size 2-D view over its neighbour).
@@ -177,7 +181,7 @@ def draw_live(view: RunView, name: str, critic: Critic, key: str, starting: bool
             "flex: 1 1 340px; }</style>")
     with st.container(horizontal=True, gap="large", key=f"{key}_row"):
         with st.container(key=f"{key}_view", width="content" if kind == "2d" else "stretch"):
-            draw_view(view.snapshot, critic, key, active=view.status in ACTIVE)
+            draw_view(view.snapshot, critic, key, active=view.status in ACTIVE, ema=ema)
         with st.container(key=f"{key}_curves"):
             draw_curves(view.history, name, key, declared)
 

@@ -326,7 +326,10 @@ with tab_snaps:
         step = st.select_slider("step", steps, value=steps[-1], key="runs.snap_step") if len(steps) > 1 else steps[0]
         snap = store.load_snapshot(step)
         if snap is not None and (snap.kind == "image" or len(snap.real)):
-            views.draw_snapshot(snap, opts=views.ViewOptions(height=380), critic=explain.critic_of(spec_dict), key="runs.snap")
+            ema = spec_dict.get("ema")
+            raw = bool(views.ema_settings(ema)) and st.toggle(views.RAW_TOGGLE, key="runs.snap_raw", help=views.RAW_TOGGLE_HELP)
+            views.draw_snapshot(snap, opts=views.ViewOptions(height=380, raw=raw), critic=explain.critic_of(spec_dict),
+                                key="runs.snap", ema=ema)
         elif store.snapshot_png(step) is not None and _png_ok(store.snapshot_png(step)):
             st.image(str(store.snapshot_png(step)), caption=f"step {step}")
         else:

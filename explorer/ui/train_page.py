@@ -58,7 +58,7 @@ if run is not None and run.active:
             st.warning("This run is no longer held by the server.")
             return
         view = current.state.view()
-        live.draw_live(view, name, critic, key="live", starting=current.started, declared=declared)
+        live.draw_live(view, name, critic, key="live", starting=current.started, declared=declared, ema=run.spec.ema)
         if view.status != seen[0] or (view.snapshot is not None) != seen[1]:
             st.rerun()  # the status changed (redraw the buttons; stop polling once it ended) or the first picture arrived
 
@@ -77,7 +77,8 @@ elif run_id:
             st.info(f"Run {run_id} is not training in this app; showing what its folder holds ({store.path}).")
         spec_dict = store.read_spec()
         objective, formula, has_critic = _objective_info(spec_dict)
-        live.draw_live(view, run_name, explain.critic_of(spec_dict), key="live", declared=declarations(spec_dict))
+        live.draw_live(view, run_name, explain.critic_of(spec_dict), key="live", declared=declarations(spec_dict),
+                       ema=spec_dict.get("ema"))
         live.draw_explanations(view.snapshot.kind if view.snapshot is not None else "", objective, formula, has_critic)
 else:
     st.info("No run yet. The preset in the sidebar is a known-good pipeline: press **Start** and watch it learn.")

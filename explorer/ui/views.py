@@ -20,7 +20,7 @@ import dataclasses
 import io
 import math
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import altair as alt
 import numpy as np
@@ -29,7 +29,8 @@ import streamlit as st
 from PIL import Image
 
 from explorer.render import image_grid
-from explorer.snapshots import Snapshot
+from explorer.snapshots import Snapshot, raw_snapshot
+from explorer.spec import EMA
 from explorer.ui.charts import Figure
 from explorer.ui.explain import Critic
 
@@ -55,6 +56,7 @@ class ViewOptions:
     histogram: bool = False  # 1-D: p_g also as a histogram of the generated samples (a KDE smooths spikes away)
     height: int = 420
     domain: Sequence[tuple[float, float]] | None = None  # axis ranges to draw (None: fitted to the snapshot)
+    raw: bool = False  # a run with ema: the raw G's picture beside the averaged G's
 
 
 # ----------------------------------------------------------------------------------------------
@@ -514,19 +516,79 @@ def held_domain(snaps: Snapshot | Sequence[Snapshot | None], key: str) -> list[t
     return dom
 
 
+RAW_LABEL = "raw G (the one that trains)"
+RAW_TOGGLE = "raw G beside the average"
+RAW_TOGGLE_HELP = ("The picture shows the moving average of G's weights (spec `ema`, Yazıcı et al. 2019). This draws the "
+                   "raw G beside it: the generator the optimiser steps and D is trained against, on the same latent "
+                   "codes and the same axes.")
+PAIR_HEIGHT = 320  # the 2-D view's size when the averaged and the raw G are drawn side by side
+
+
+def ema_settings(ema: Mapping[str, Any] | bool | None) -> tuple[float, int] | None:
+    """(decay, start) of a spec's ``ema`` (``True``: the defaults), or None when the run averages nothing."""
+    if not ema:
+        return None
+    defaults = {p.name: p.default for p in EMA}
+    table = ema if isinstance(ema, Mapping) else {}
+    return float(table.get("decay", defaults["decay"])), int(table.get("start", defaults["start"]))
+
+
+def ema_label(ema: Mapping[str, Any] | bool | None) -> str:
+    """``averaged G (EMA, decay 0.99 from step 1,000)``: what a picture of an ``ema`` run shows."""
+    decay, start = ema_settings(ema) or (0.0, 0)
+    return f"averaged G (EMA, decay {decay:g} from step {start:,})"
+
+
 def draw_snapshot(snap: Snapshot | None, container: Any = None, opts: ViewOptions | None = None,
-                  critic: Critic | None = None, key: str | None = None) -> None:
+                  critic: Critic | None = None, key: str | None = None,
+                  ema: Mapping[str, Any] | bool | None = None) -> None:
     """Draw a snapshot into ``container`` (default: the page): one chart, or one image per call. With
-    a ``key``, the axis ranges hold still from one redraw to the next."""
+    a ``key``, the axis ranges hold still from one redraw to the next.
+
+    For a run with ``ema`` (its spec's table) the picture is labelled as the averaged G's, and with
+    ``opts.raw`` the raw G's picture of the same latent codes is drawn beside it (:func:`draw_pair`)."""
     box = container if container is not None else st
     if snap is None:
         box.info("No samples yet: the first snapshot appears as soon as the run starts.")
         return
+    opts = opts or ViewOptions()
+    raw = raw_snapshot(snap) if ema_settings(ema) and opts.raw else None
+    if raw is not None:
+        draw_pair(snap, raw, ema, box, opts, critic, key)
+        return
+    if ema_settings(ema):
+        box.markdown(f"**{ema_label(ema)}**")
+    _draw_one(snap, box, opts, critic, key)
+    if ema_settings(ema) and opts.raw:
+        box.caption("This snapshot holds no samples of the raw G (snapshots keep them from the runs that average G).")
+
+
+def draw_pair(snap: Snapshot, raw: Snapshot, ema: Mapping[str, Any] | bool | None, box: Any,
+              opts: ViewOptions, critic: Critic | None = None, key: str | None = None) -> None:
+    """The averaged G's picture and the raw G's (:func:`~explorer.snapshots.raw_snapshot`) side by side in a
+    row that wraps, labelled, on the same axes (held still together under ``key``). Each is a
+    :class:`Figure` of the same shape, so both redraw from one cached spec."""
+    if snap.kind == "2d":
+        opts = dataclasses.replace(opts, height=min(opts.height, PAIR_HEIGHT))
+    if key is not None and opts.domain is None:
+        opts = dataclasses.replace(opts, domain=held_domain([snap, raw], key))
+    row = box.container(horizontal=True, gap="medium")
+    width = "stretch" if snap.kind == "1d" else "content"
+    for shown, label, suffix in ((snap, ema_label(ema), ""), (raw, RAW_LABEL, ".raw")):
+        cell = row.container(width=width)
+        cell.markdown(f"**{label}**")
+        _draw_one(shown, cell, opts, critic, None if key is None else f"{key}{suffix}")
+    decay, start = ema_settings(ema) or (0.0, 0)
+    if snap.step <= start:
+        box.caption(f"Up to step {start:,} the average is G itself, so the two pictures match; "
+                    f"from then on it trails G by about {1 / (1 - decay):,.0f} steps.")
+
+
+def _draw_one(snap: Snapshot, box: Any, opts: ViewOptions, critic: Critic | None, key: str | None) -> None:
     if snap.kind == "image":
         img, caption = images_with_nearest(snap)
         box.image(img, caption=caption, width="content")
         return
-    opts = opts or ViewOptions()
     if key is not None and opts.domain is None:
         opts = dataclasses.replace(opts, domain=held_domain(snap, key))
     fig = snapshot_figure(snap, opts, critic)
