@@ -216,8 +216,9 @@ def check_status(raw: Any) -> tuple[dict[str, Any], list[str]]:
             else:
                 bad(key, "a parent run and step")
         elif key == "final_metrics":
-            if isinstance(value, dict) and all(isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) < 1e308
-                                               for v in value.values()):
+            # NaN is a value a metric may end on (reverse KL with no high-quality sample); infinities are not
+            if isinstance(value, dict) and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                               and (math.isnan(v) or abs(v) < 1e308) for v in value.values()):
                 st[key] = {k: float(v) for k, v in value.items()}
             else:
                 bad(key, "a table of numbers")

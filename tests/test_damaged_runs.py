@@ -116,3 +116,19 @@ def test_the_train_page_opens_good_runs_from_the_url_and_names_damaged_ones(runs
             assert any("not training in this app" in i.value for i in at.info)
         elif run_id in ("spec-null", "../outside") or len(run_id) > 1000:
             assert any("could not be opened" in w.value for w in at.warning), run_id[:40]
+
+
+def test_a_metric_that_ended_undefined_is_not_damage(tmp_path, source):
+    """A run whose last metric pass found no high-quality sample ends with reverse KL = NaN: a value
+    the metric may take, so the run lists as finished (it once listed as damaged); infinity is still refused."""
+    good = copy_run(source, tmp_path, "nan-metric")
+    status = json.loads((good.path / "status.json").read_text())
+    status["final_metrics"] = {"modes": 0.0, "reverse_kl": float("nan")}
+    (good.path / "status.json").write_text(json.dumps(status))
+    summary = good.summary()
+    assert summary.status == "finished" and not summary.damaged
+    assert good.read_status()["final_metrics"]["modes"] == 0.0
+    bad = copy_run(source, tmp_path, "inf-metric")
+    status["final_metrics"] = {"reverse_kl": float("inf")}
+    (bad.path / "status.json").write_text(json.dumps(status))
+    assert bad.summary().status == "damaged"
