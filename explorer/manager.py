@@ -10,6 +10,12 @@ Runs train in worker processes when the plugins can be loaded there, that is whe
 uses the installed plugins. A registry built in code (a test, a notebook) exists only in this
 process, so its runs train in threads here instead (``backend="thread"``, also selectable with
 ``GENEX_WORKERS=thread``).
+
+A *group* of runs (:meth:`RunManager.start_group`) is trained together by one driver function that the
+caller gives: runs on a Ray cluster (:func:`explorer.ray_backend.group_trainer`), or a seed ensemble
+trained as one vectorised pipeline. The manager makes their folders and live states, lists them like
+any other run, routes Stop (and whatever else the driver declares it handles) to the driver, and marks
+any run the driver leaves unfinished as failed.
 """
 
 from __future__ import annotations
@@ -20,13 +26,13 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
 from explorer.errors import ExplorerError, SpecError
 from explorer.registry import Registry, get_registry, is_installed
-from explorer.runs import ACTIVE, RunStore, open_run
+from explorer.runs import ACTIVE, RunStore, mark_live, open_run
 from explorer.spec import CHANGEABLE, MAX_CHANGES, Spec, resolve, resolve_change, set_path
 from explorer.training import RunState, TrainerConfig
 from explorer.worker import Steering, Worker, WorkerPool, exit_cause
@@ -54,6 +60,9 @@ class ManagedRun:
     thread: threading.Thread | None = None  # the worker's reader, or the training thread
     pending: list[tuple[Any, ...]] = field(default_factory=list)  # commands sent before it started
     changes: list[tuple[int, dict[str, Any]]] = field(default_factory=list)  # live changes sent: (step then, settings)
+    group: RunGroup | None = None  # the group it trains in (start_group), else None
+    on_command: Callable[[tuple[Any, ...]], None] | None = None  # a group driver's control handler (attach_driver)
+    _command_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def status(self) -> str:
@@ -66,7 +75,7 @@ class ManagedRun:
 
     @property
     def started(self) -> bool:
-        return self.worker is not None or self.steering is not None
+        return self.worker is not None or self.steering is not None or self.on_command is not None
 
     def command(self, *cmd: Any) -> None:
         """Send a control command (pause, resume, step, stop, change); held until the run starts."""
@@ -75,7 +84,42 @@ class ManagedRun:
         elif self.steering is not None:
             self.steering.command(cmd)
         else:
-            self.pending.append(cmd)
+            with self._command_lock:  # never lost between a group driver's attach_driver and this
+                if self.on_command is not None:
+                    self.on_command(cmd)
+                else:
+                    self.pending.append(cmd)
+
+    def attach_driver(self, on_command: Callable[[tuple[Any, ...]], None]) -> None:
+        """For a group's driver: take this run's control commands from now on (``("stop",)``, ...),
+        first those sent while it had none, in order. ``on_command`` is called under a lock, from the
+        thread that sent the command: it must be quick (set a flag) and never call :meth:`command`."""
+        with self._command_lock:
+            for cmd in self.pending:
+                on_command(cmd)
+            self.pending.clear()
+            self.on_command = on_command
+
+
+@dataclass
+class RunGroup:
+    """Runs trained together by one driver (:meth:`RunManager.start_group`)."""
+
+    runs: list[ManagedRun]
+    train: Callable[[list[ManagedRun]], None]
+    backend: str
+    slots: int = 1
+    commands: tuple[str, ...] = ("stop",)
+    thread: threading.Thread | None = None
+
+    @property
+    def leader(self) -> ManagedRun:
+        """The run that stands for the group in the manager's queue."""
+        return self.runs[0]
+
+
+#: what each control command is called in a refusal
+COMMAND_WORDS = {"pause": "pause", "resume": "resume", "step": "step", "change": "change settings", "stop": "stop"}
 
 
 def inherited_changes(changes: Any, step: int, overridden: list[str]) -> Any:
@@ -147,6 +191,94 @@ class RunManager:
         run = ManagedRun(store.id, store, spec, RunState(spec.steps), owner, start_paused=paused)
         return self._enqueue(run)
 
+    def start_group(self, specs: Sequence[Spec], owner: str, names: Sequence[str],
+                    train: Callable[[list[ManagedRun]], None], backend: str, slots: int = 1,
+                    commands: Sequence[str] = ("stop",)) -> list[ManagedRun]:
+        """Runs trained together by one driver: ``train(runs)`` is called once, in a thread of its own.
+
+        Here: each run's folder (``names[i]``, as :meth:`start` names it) and :class:`ManagedRun` (status
+        ``queued``, ``backend`` as given, e.g. ``"ray"`` or ``"vectorised"``), registered at once, so
+        :meth:`get`, the Compare page and the Runs page see them like any other run. The driver writes the
+        run folders and keeps each ``run.state`` up to date (``status``, ``step``, ``steps_per_s``,
+        records through ``add_record``, ``snapshot``): a run's folder first, then its state, as the
+        trainer does. It takes each run's commands with :meth:`ManagedRun.attach_driver` (those sent
+        before are held in ``run.pending`` and delivered then, in order); the manager refuses at once
+        any command not in ``commands`` (an ExplorerError naming the backend), so ``"stop"`` should be
+        there and must end the run (``stopped``, or ``interrupted`` at its last checkpoint). The
+        manager marks each run live (:func:`~explorer.runs.mark_live`) while ``train`` runs; when it
+        returns or raises, every run of the group still queued, running or paused is marked failed with
+        the reason, folder first, then state.
+
+        Slots: the group takes ``slots`` of :attr:`max_concurrent` (at most all of them) for as long as
+        ``train`` runs, on its first run, whatever the number of runs: a group trained by one local
+        process (a vectorised seed ensemble) counts as one run, the default. It waits in the queue, in
+        fair turn with single runs, until that many slots are free. ``slots=0`` is for runs that use no
+        local slot (a Ray cluster trains them): ``train`` starts at once and other runs never wait for it.
+        """
+        specs, names = list(specs), list(names)
+        if not specs or len(names) != len(specs):
+            raise ValueError(f"start_group needs one name per spec (got {len(specs)} specs, {len(names)} names)")
+        runs = []
+        for spec, name in zip(specs, names):
+            store = RunStore.create(spec.to_dict(), self.root, name=name or spec.short_name())
+            runs.append(ManagedRun(store.id, store, spec, RunState(spec.steps), owner, backend=backend))
+        group = RunGroup(runs, train, backend, max(0, int(slots)), tuple(commands))
+        with self._lock:
+            for run in runs:
+                run.group = group
+                self._runs[run.id] = run
+            if group.slots == 0:
+                self._launch_group(group)
+            else:
+                self._queue.append(group.leader.id)
+                self._schedule()
+        return runs
+
+    def _launch_group(self, group: RunGroup) -> int:
+        """Start a group's driver thread; returns the slots it takes. Under the lock."""
+        runs = group.runs
+        if all(r.stop_requested for r in runs):  # every run was stopped while the group waited: nothing to train
+            for r in runs:
+                r.store.write_status("stopped")
+                r.state.update(status="stopped")
+            return 0
+        if group.slots:
+            self._training.update(r.id for r in runs)
+            self._served[group.leader.owner] = time.monotonic()
+        group.thread = threading.Thread(target=self._train_group, args=(group,), name=f"genex-group-{group.leader.id}",
+                                        daemon=True)
+        for r in runs:
+            r.thread = group.thread
+        group.thread.start()
+        return self._slots_of(group.leader) if group.slots else 0
+
+    def _train_group(self, group: RunGroup) -> None:
+        for run in group.runs:
+            mark_live(run.id)
+        reason = f"its {group.backend} driver ended without finishing it"
+        try:
+            group.train(list(group.runs))
+        except Exception as exc:  # the driver's own failure: every run it left unfinished says why
+            why = str(exc) if isinstance(exc, ExplorerError) else f"{type(exc).__name__}: {exc}"
+            reason = f"its {group.backend} driver failed: {why}"
+        finally:
+            for run in group.runs:
+                if run.active:
+                    self._fail(run, reason)
+                run.state.update(history=[])  # the run folders hold the whole history now
+                mark_live(run.id, False)
+            with self._lock:
+                self._training.difference_update(r.id for r in group.runs)
+                self._schedule()
+
+    def _refuse_unless_driver_can(self, run: ManagedRun, command: str) -> None:
+        group = run.group
+        if group is not None and command not in group.commands:
+            can = " and ".join(COMMAND_WORDS.get(c, c) for c in group.commands) or "nothing"
+            raise ExplorerError(f"run {run.id} trains on the {group.backend} backend, which cannot "
+                                f"{COMMAND_WORDS.get(command, command)} a run while it trains (it can {can}); "
+                                "stop it, then resume or fork it here from its last checkpoint")
+
     def _enqueue(self, run: ManagedRun) -> ManagedRun:
         run.backend = self._backend_for_run()
         with self._lock:
@@ -155,13 +287,20 @@ class RunManager:
             self._schedule()
         return run
 
+    def _slots_of(self, run: ManagedRun) -> int:
+        """The slots of ``max_concurrent`` a run takes while it trains: 1; a group's slots all on its leader."""
+        if run.group is None:
+            return 1
+        return min(run.group.slots, self.max_concurrent) if run is run.group.leader else 0
+
     def _schedule(self) -> None:
         with self._lock:
             running = [self._runs[i] for i in self._training]
-            while self._queue and len(running) < self.max_concurrent:
+            used = sum(self._slots_of(r) for r in running)
+            while self._queue and used < self.max_concurrent:
                 per_owner: dict[str, int] = {}
                 for r in running:
-                    per_owner[r.owner] = per_owner.get(r.owner, 0) + 1
+                    per_owner[r.owner] = per_owner.get(r.owner, 0) + self._slots_of(r)
                 # Fair share: the owner with the fewest runs training goes first; between equals, the owner
                 # served longest ago (round robin), then the oldest queued run.
                 def turn(i: str) -> tuple[int, float, float]:
@@ -169,8 +308,14 @@ class RunManager:
                     return per_owner.get(owner, 0), self._served.get(owner, float("-inf")), self._runs[i].queued_at
 
                 next_id = min(self._queue, key=turn)
-                self._queue.remove(next_id)
                 run = self._runs[next_id]
+                if used + self._slots_of(run) > self.max_concurrent:
+                    break  # a group waits for all its slots; nothing overtakes it, so it never starves
+                self._queue.remove(next_id)
+                if run.group is not None:
+                    used += self._launch_group(run.group)
+                    running.append(run)
+                    continue
                 if run.stop_requested:
                     run.store.write_status("stopped")
                     run.state.update(status="stopped")
@@ -184,6 +329,7 @@ class RunManager:
                     self._fail(run, f"could not start the run's worker: {type(exc).__name__}: {exc}")
                     continue
                 running.append(run)
+                used += 1
 
     def _launch(self, run: ManagedRun) -> None:
         """Start ``run``: hand it to a worker process (or a thread), then pass on the commands it got while queued."""
@@ -265,8 +411,13 @@ class RunManager:
 
     def stop(self, run_id: str) -> None:
         run = self.get(run_id)
+        self._refuse_unless_driver_can(run, "stop")
         with self._lock:
             run.stop_requested = True
+            if run.group is not None:  # its driver ends it (a group still queued gets it as it starts)
+                if run.active:
+                    run.command("stop")
+                return
             if run_id in self._queue:
                 self._queue.remove(run_id)
                 run.store.write_status("stopped")
@@ -276,18 +427,20 @@ class RunManager:
 
     def pause(self, run_id: str) -> None:
         run = self.get(run_id)
+        self._refuse_unless_driver_can(run, "pause")
         with self._lock:
             run.start_paused = True
-            if run.started:
+            if run.started or run.group is not None:  # a group's driver gets it as it attaches
                 run.command("pause")
                 if run.status == "running":
                     run.state.update(status="paused")  # the worker confirms; the page need not wait for it
 
     def resume(self, run_id: str) -> None:
         run = self.get(run_id)
+        self._refuse_unless_driver_can(run, "resume")
         with self._lock:
             run.start_paused = False
-            if run.started:
+            if run.started or run.group is not None:  # a group's driver gets it as it attaches
                 run.command("resume")
                 if run.status == "paused":
                     run.state.update(status="running")
@@ -295,6 +448,7 @@ class RunManager:
     def step(self, run_id: str, n: int = 1) -> None:
         """Train ``n`` steps, then pause (a queued run does so as soon as it starts)."""
         run = self.get(run_id)
+        self._refuse_unless_driver_can(run, "step")
         with self._lock:
             run.command("step", int(n))
 
@@ -310,6 +464,7 @@ class RunManager:
         settings as resolved (the objective as a full table).
         """
         run = self.get(run_id)
+        self._refuse_unless_driver_can(run, "change")
         with self._lock:
             if not run.active or run.stop_requested:
                 raise ExplorerError(f"run {run_id} is {'stopping' if run.active else run.status}: settings change only "
@@ -331,7 +486,7 @@ class RunManager:
 
     def stop_all(self, owner: str | None = None, wait: float = 0.0) -> None:
         for run in self.runs(owner):
-            if run.active:
+            if run.active and (run.group is None or "stop" in run.group.commands):
                 self.stop(run.id)
         deadline = time.time() + wait
         for run in self.runs(owner):
