@@ -557,3 +557,22 @@ def test_a_run_opened_by_its_link_brings_its_pipeline_into_the_sidebar(app_runs_
     at.run()  # later reruns keep what the user composes (the run's pipeline is taken once)
     set_sidebar(at, "selectbox", "Objective", "nonsaturating")
     assert by_label(at.sidebar.selectbox, "Objective").value == "nonsaturating"
+
+
+def test_compare_page_offers_a_ray_cluster_only_when_an_address_is_configured(app_runs_dir, monkeypatch):
+    from explorer import ray_backend
+
+    monkeypatch.delenv("GENEX_RAY_ADDRESS", raising=False)
+    at = new_app()
+    at.switch_page("ui/compare_page.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert "Run on" not in [r.label for r in at.radio]  # nothing to choose: every run trains here
+    if not ray_backend.available():
+        pytest.skip("ray is not installed (pip install 'generative-explorer[ray]')")
+    monkeypatch.setenv("GENEX_RAY_ADDRESS", "10.0.0.5:6379")
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    run_on = by_label(at.radio, "Run on")
+    assert run_on.options == ["this machine", "Ray cluster at 10.0.0.5:6379"] and run_on.value == "this machine"
+    run_on.set_value("Ray cluster at 10.0.0.5:6379").run()
+    assert any("train as Ray tasks on the cluster at 10.0.0.5:6379" in c.value for c in at.caption)

@@ -7,13 +7,14 @@ carries the base spec and the varied fields (explorer.ui.urlspec), so a link rep
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import streamlit as st
 
-from explorer import compare
+from explorer import compare, ray_backend
 from explorer.errors import ExplorerError
 from explorer.runs import ACTIVE, RunStore, common_snapshot_steps, iter_runs, open_run
 from explorer.spec import SLOTS, resolve
@@ -119,6 +120,17 @@ with st.container(border=True):
                 values = []
         if values:
             varies.append((fld, list(values)))
+    # How the runs train. [0]: where, a choice shown only when Ray is installed and $GENEX_RAY_ADDRESS names a
+    # cluster; [1]: kept for how (a "vectorise seeds" switch goes there).
+    how = st.columns(2)
+    ray_address = os.environ.get(ray_backend.ADDRESS_ENV, "").strip()
+    on_ray = False
+    if ray_address and ray_backend.available():
+        here, there = "this machine", f"Ray cluster at {ray_address}"
+        on_ray = how[0].radio("Run on", [here, there], key="cmp.run_on", horizontal=True,
+                              help=f"{ray_backend.ADDRESS_ENV} points at {ray_address}. On the cluster each run is a Ray "
+                                   "task; it shows here live and lands in the runs folder like a run trained here. "
+                                   "Stop works; pause, step and settings changes need a run trained here.") == there
     c2 = st.columns(3)
     seeds = c2[0].number_input("seeds per variant", 1, 5, 1, key="cmp.seeds",
                                help="More than one gives each variant several runs (mean ± standard error in the table).")
@@ -131,14 +143,21 @@ with st.container(border=True):
         variants, error = [], str(exc)
         st.error(error)
     if variants:
-        st.caption(f"{len(variants)} runs: " + " · ".join(v.label for v in variants) +
-                   f". At most {manager.max_concurrent} train at once on this server; the rest wait their turn.")
+        where = (f". They train as Ray tasks on the cluster at {ray_address} (as many at once as it has room for), "
+                 "none of them in this server's slots." if on_ray else
+                 f". At most {manager.max_concurrent} train at once on this server; the rest wait their turn.")
+        st.caption(f"{len(variants)} runs: " + " · ".join(v.label for v in variants) + where)
     too_few = not variants or len(variants) < 2
     start = c2[2].button("Start comparison", type="primary", disabled=too_few, key="cmp.start",
                          help="Needs at least two runs: vary something, or use more seeds." if too_few else None)
     if start and variants:
         try:
-            runs = [manager.start(v.spec, owner=owner, name=f"{v.spec.short_name()}-{v.label}") for v in variants]
+            names = [f"{v.spec.short_name()}-{v.label}" for v in variants]
+            if on_ray:  # one driver for the whole comparison, in a thread of the manager's: no local slot
+                runs = manager.start_group([v.spec for v in variants], owner=owner, names=names,
+                                           train=ray_backend.group_trainer(ray_address), backend="ray", slots=0)
+            else:
+                runs = [manager.start(v.spec, owner=owner, name=name) for v, name in zip(variants, names)]
         except ExplorerError as exc:
             st.error(str(exc))
         else:
