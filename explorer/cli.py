@@ -148,6 +148,9 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         ray_backend.require_ray()  # before any folder is made: exit 2 with the pip line
     elif args.address:
         raise SpecError("--address", "names a Ray cluster; use it with --backend ray")
+    if args.vectorise and args.backend == "ray":
+        raise SpecError("--vectorise", "batches the seeds on this machine; with --backend ray every seed is a task of "
+                        "its own: use one of the two")
     base = load_spec_file(args.spec)
     varies = [compare.parse_vary(v) for v in args.vary]
     if args.seeds < 1:
@@ -169,7 +172,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
             print(f"genex compare: {exc}; what came back is in {out}", file=sys.stderr)
             return 130
     else:
-        results = compare.train_variants(variants, out, jobs=max(1, args.jobs or 1), log=log)
+        results = compare.train_variants(variants, out, jobs=max(1, args.jobs or 1), log=log, vectorise=args.vectorise)
     compare.write_outputs(out, written, varies, results)
     if log:
         losses = [k for k in ("d_loss", "g_loss") if any(k in r.final for r in results)]
@@ -250,6 +253,9 @@ def build_parser(command: str | None = None) -> tuple[argparse.ArgumentParser, d
     p.add_argument("--backend", choices=["local", "ray"], default="local",
                    help="local (default): train here; ray: each run a Ray task on a cluster (needs: pip install 'generative-explorer[ray]')")
     p.add_argument("--address", help="with --backend ray: the cluster's address (default: $GENEX_RAY_ADDRESS, else a local Ray instance)")
+    p.add_argument("--vectorise", "--vectorize", action="store_true",
+                   help="train the seeds of each variant as one batched model (torch.func.vmap): each seed still gets "
+                        "its own run folder; pipelines that cannot be batched train their seeds one after another, with a note")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress lines")
     handlers["compare"] = _cmd_compare
 

@@ -66,6 +66,10 @@ class RunResult:
     best: dict[str, float] = field(default_factory=dict)
     error: str | None = None
     seconds: float = 0.0
+    #: with --vectorise: how many seeds trained together in its ensemble (0: it trained alone), or why
+    #: its seeds could not be batched
+    vectorised: int = 0
+    note: str | None = None
 
 
 # -- building the variants ---------------------------------------------------------------------------
@@ -384,8 +388,13 @@ def picture(results: Sequence[RunResult], series: Sequence[str] = ("g_loss", "d_
 
 
 def train_variants(variants: Sequence[Variant], out: Path, jobs: int = 1, device: str | None = None,
-                   registry: Registry | None = None, log: Any = None) -> list[RunResult]:
-    """Train every variant into ``out/runs/<nn>-<label>``, ``jobs`` at a time; a failed run does not stop the rest."""
+                   registry: Registry | None = None, log: Any = None, vectorise: bool = False) -> list[RunResult]:
+    """Train every variant into ``out/runs/<nn>-<label>``, ``jobs`` at a time; a failed run does not stop the rest.
+
+    ``vectorise``: the seeds of each variant train as one batched model (:mod:`explorer.ensemble`), one
+    variant after another; a variant whose pipeline cannot be batched trains its seeds separately, with
+    the reason in its results' ``note``.
+    """
     from explorer.execute import run_foreground
     from explorer.training import TrainerConfig
 
@@ -393,27 +402,79 @@ def train_variants(variants: Sequence[Variant], out: Path, jobs: int = 1, device
     results: list[RunResult | None] = [None] * len(variants)
     lock = threading.Lock()
     done = [0]
+    config = TrainerConfig(snapshot_hz=0)
 
-    def one(i: int) -> None:
-        v = variants[i]
-        folder = out / "runs" / f"{i + 1:02d}-{_slug(v.label)}"
-        t0 = time.monotonic()
-        store, _ = run_foreground(v.spec, out=folder, registry=registry, config=TrainerConfig(snapshot_hz=0))
-        res = result_of(v, store, time.monotonic() - t0)
+    def folder(i: int) -> Path:
+        return out / "runs" / f"{i + 1:02d}-{_slug(variants[i].label)}"
+
+    def report(i: int, res: RunResult) -> None:
         results[i] = res
         with lock:
             done[0] += 1
             if log:
                 err = f" ({res.error})" if res.error else ""
-                log(f"[{done[0]}/{len(variants)}] {v.label}: {res.status} at step {res.step} in {res.seconds:.1f} s{err}")
+                log(f"[{done[0]}/{len(variants)}] {variants[i].label}: {res.status} at step {res.step} in {res.seconds:.1f} s{err}")
 
+    def one(i: int, note: str | None = None) -> None:
+        v = variants[i]
+        t0 = time.monotonic()
+        store, _ = run_foreground(v.spec, out=folder(i), registry=registry, config=config)
+        res = result_of(v, store, time.monotonic() - t0)
+        res.note = note
+        report(i, res)
+
+    alone = list(range(len(variants)))
+    notes: dict[int, str] = {}
+    if vectorise:
+        from explorer import ensemble
+
+        groups: dict[str, list[int]] = {}
+        for i, v in enumerate(variants):
+            groups.setdefault(variant_label(v.changes), []).append(i)
+        for label, members in groups.items():
+            if len(members) < 2:
+                continue
+            t0 = time.monotonic()
+            try:
+                stores, reason = ensemble.train_seeds([variants[i].spec for i in members], [folder(i) for i in members],
+                                                      registry=registry, config=config)
+            except ExplorerError as exc:  # the spec cannot be built: the runs alone say so, each in its folder
+                stores, reason = None, str(exc)
+            if stores is None:
+                if log:
+                    log(f"{label}: its {len(members)} seeds train one after another: {reason}")
+                notes.update({i: f"not vectorised: {reason}" for i in members})
+                continue
+            seconds = time.monotonic() - t0
+            if log:
+                log(f"{label}: {len(members)} seeds trained as one batched model in {seconds:.1f} s")
+            for i, store in zip(members, stores):
+                res = result_of(variants[i], store, seconds)
+                res.vectorised = len(members)
+                report(i, res)
+                alone.remove(i)
     if jobs <= 1:
-        for i in range(len(variants)):
-            one(i)
+        for i in alone:
+            one(i, notes.get(i))
     else:
         with ThreadPoolExecutor(max_workers=jobs) as pool:
-            list(pool.map(one, range(len(variants))))
+            list(pool.map(lambda i: one(i, notes.get(i)), alone))
     return [r for r in results if r is not None]
+
+
+def vectorise_lines(results: Sequence[RunResult]) -> list[str]:
+    """summary.md's account of ``--vectorise``: which variants trained as one batched model, which could not, why."""
+    lines, seen = [], set()
+    for r in results:
+        label = variant_label(r.variant.changes)
+        if label in seen or not (r.vectorised or r.note):
+            continue
+        seen.add(label)
+        if r.vectorised:
+            lines.append(f"- {label}: {r.vectorised} seeds trained as one batched model ({r.seconds:.1f} s in all)")
+        else:
+            lines.append(f"- {label}: seeds trained one after another; {r.note}")
+    return lines
 
 
 def write_outputs(out: Path, base: Mapping[str, Any], varies: Sequence[tuple[str, Sequence[Any]]], results: Sequence[RunResult]) -> None:
@@ -428,6 +489,8 @@ def write_outputs(out: Path, base: Mapping[str, Any], varies: Sequence[tuple[str
         means = mean_se_rows(results)
         atomic_write_bytes(out / "summary_mean.csv", to_csv(means).encode())
         md += ["## Mean ± standard error over seeds", "", mean_se_markdown(means)]
+    if vectorised := vectorise_lines(results):
+        md += ["## Seed ensembles (--vectorise)", "", *vectorised, ""]
     try:
         atomic_write_bytes(out / "compare.png", picture(results))
         md += ["![samples and curves](compare.png)", ""]
@@ -438,7 +501,9 @@ def write_outputs(out: Path, base: Mapping[str, Any], varies: Sequence[tuple[str
         "format": 1, "created": time.time(), "base": dict(base),
         "vary": [{"field": p, "values": list(v)} for p, v in varies],
         "runs": [{"label": r.variant.label, "changes": r.variant.changes, "seed": r.variant.seed, "folder": str(r.store.path.relative_to(out)),
-                  "status": r.status, "step": r.step, "final": r.final, "best": r.best} for r in results],
+                  "status": r.status, "step": r.step, "final": r.final, "best": r.best,
+                  **({"vectorised": r.vectorised} if r.vectorised else {}), **({"note": r.note} if r.note else {})}
+                 for r in results],
     }
     atomic_write_json(out / "compare.json", manifest)
 

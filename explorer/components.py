@@ -142,6 +142,10 @@ class Architecture(Component):
     """
 
     kind = "architecture"
+    #: whether the networks it builds may train in a seed ensemble (``genex compare --vectorise``): the
+    #: seeds' weights stacked and run through ``torch.func.vmap``. Networks with buffers (batch-norm
+    #: running statistics, spectral norm) are never vectorised; set False for any other reason
+    vectorise: ClassVar[bool] = True
 
     def supports(self, role: Role, in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> str | None:
         """None when this architecture can build the role for these shapes, else the reason why not."""
@@ -182,6 +186,11 @@ class Objective(Component):
     #: fixed scale (drawn divided by its largest magnitude, e.g. MMD's witness)
     critic_label: ClassVar[str] = "D(x)"
     critic_range: ClassVar[tuple[float, float] | None] = (0.0, 1.0)
+    #: whether a seed ensemble (``genex compare --vectorise``) may compute the losses of all its seeds in
+    #: one call under ``torch.func.vmap`` (each tensor argument then holds one seed's batch). Set False if
+    #: the losses keep Python state between calls; random draws and networks of its own are detected
+    #: (those ensembles train their seeds one after another, with a note)
+    vectorise: ClassVar[bool] = True
 
     def discriminator_loss(self, D: nn.Module, real: Tensor, fake: Tensor) -> Any:
         raise NotImplementedError

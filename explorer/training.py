@@ -128,6 +128,9 @@ class Trainer:
         ]
         self._live_changes: list[dict[str, Any]] = []  # changes asked for live, applied at the next step boundary
         self._live_lock = threading.Lock()
+        #: called before snapshots, metrics and checkpoints read the pipeline (set by a seed ensemble,
+        #: which trains stacked copies of the weights); None when the pipeline's own modules train
+        self.sync_weights: Callable[[], None] | None = None
 
     @property
     def spec(self) -> Spec:
@@ -177,72 +180,118 @@ class Trainer:
 
     # -- the loop -------------------------------------------------------------------------------
     def run(self) -> str:
-        """Train until ``steps`` or stop; returns the final status (finished, stopped, failed)."""
-        p, spec = self.p, self.spec
-        self.state.update(status="paused" if not self._running.is_set() else "running")
+        """Train until ``steps`` or stop; returns the final status (finished, stopped, failed).
+
+        The loop is four phases that :class:`explorer.ensemble.Ensemble` also drives, for several
+        trainers in lockstep: :meth:`begin`, then per step :meth:`next_turn`, :meth:`train_step`
+        and :meth:`end_step`, then :meth:`wrap_up`; :meth:`fail` and :meth:`finish` end it.
+        """
         status = "finished"
         try:
-            self._apply_changes()
-            if p.step == 0:
-                self._snapshot(force=True)
-            while p.step < spec.steps:
-                self._apply_changes()  # at the step boundary, before step p.step + 1 trains (also while paused)
-                spec = self.spec  # a live change adds to the change log (a new Spec)
-                if self._stop.is_set():
+            self.begin()
+            while self.p.step < self.spec.steps:
+                turn = self.next_turn()
+                if turn == "stop":
                     status = "stopped"
                     break
-                if not self._running.is_set():
-                    if self.state.snapshot is None or self.state.snapshot.step != p.step:
-                        self._flush_log()
-                        self._snapshot(force=True)
-                    self._running.wait(0.1)
+                if turn == "wait":
                     continue
                 self._in_step = True
                 self.train_step()
-                p.step += 1
-                self._in_step = False
-                if self._budget > 0:
-                    self._budget -= 1
-                    if self._budget == 0:
-                        self._running.clear()
-                        self.state.update(status="paused")
-                step = p.step
-                save_snap = step % spec.snapshot_every == 0
-                save_ckpt = bool(spec.checkpoint_every) and step % spec.checkpoint_every == 0
-                # Anything saved to disk is checked for non-finite losses first, so a saved file is always a good one.
-                if self._rows >= spec.log_every or step == spec.steps or save_snap or save_ckpt:
-                    self._flush_log()
-                if spec.metric_every and step % spec.metric_every == 0:
-                    self._compute_metrics()
-                if save_snap:
-                    self._snapshot(force=True, save=True)
-                else:
-                    self._snapshot()
-                if save_ckpt:
-                    self._fire("checkpoint")
-                self._fire("step_end")
-            if status == "finished":
-                self._apply_changes(live=False)  # entries of the log's last step (nothing trains after them)
+                self.end_step()
+            self.wrap_up(status)
+        except (Exception, SystemExit) as exc:  # a component raised (or called sys.exit()): fail this run only
+            status = self.fail(exc)
+        return self.finish(status)
+
+    def begin(self) -> None:
+        """Before the first step: the changes due now, and the starting snapshot of a new run."""
+        self.state.update(status="paused" if not self._running.is_set() else "running")
+        self._apply_changes()
+        if self.p.step == 0:
+            self._snapshot(force=True)
+
+    def next_turn(self) -> str:
+        """At a step boundary: apply the changes due (the log's and live ones, also while paused), then
+        say whether to ``"go"`` (train a step), ``"wait"`` (paused: call again) or ``"stop"``."""
+        p = self.p
+        self._apply_changes()  # before step p.step + 1 trains
+        if self._stop.is_set():
+            return "stop"
+        if not self._running.is_set():
+            if self.state.snapshot is None or self.state.snapshot.step != p.step:
+                self._flush_log()
+                self._snapshot(force=True)
+            self._running.wait(0.1)
+            return "wait"
+        return "go"
+
+    def end_step(self) -> None:
+        """After a step trained: count it, then log, measure, snapshot and checkpoint as the spec says."""
+        p, spec = self.p, self.spec
+        p.step += 1
+        self._in_step = False
+        if self._budget > 0:
+            self._budget -= 1
+            if self._budget == 0:
+                self._running.clear()
+                self.state.update(status="paused")
+        step = p.step
+        save_snap = step % spec.snapshot_every == 0
+        save_ckpt = bool(spec.checkpoint_every) and step % spec.checkpoint_every == 0
+        # Anything saved to disk is checked for non-finite losses first, so a saved file is always a good one.
+        if self._rows >= spec.log_every or step == spec.steps or save_snap or save_ckpt:
             self._flush_log()
-            if status == "finished" and spec.metric_every and p.step % spec.metric_every != 0:
-                self._compute_metrics()
-            if p.step % spec.snapshot_every != 0:  # the loop already saved this step's snapshot
-                self._snapshot(force=True, save=True)
-            if not (spec.checkpoint_every and p.step % spec.checkpoint_every == 0):
-                self._fire("checkpoint")
-        except TrainingError as exc:
-            status = "failed"
+        if spec.metric_every and step % spec.metric_every == 0:
+            self._compute_metrics()
+        if save_snap:
+            self._snapshot(force=True, save=True)
+        else:
+            self._snapshot()
+        if save_ckpt:
+            self._checkpoint()
+        self._fire("step_end")
+
+    def wrap_up(self, status: str) -> None:
+        """After the last step (or a stop): the last log, metrics, snapshot and checkpoint."""
+        p, spec = self.p, self.spec
+        if status == "finished":
+            self._apply_changes(live=False)  # entries of the log's last step (nothing trains after them)
+        self._flush_log()
+        if status == "finished" and spec.metric_every and p.step % spec.metric_every != 0:
+            self._compute_metrics()
+        if p.step % spec.snapshot_every != 0:  # the loop already saved this step's snapshot
+            self._snapshot(force=True, save=True)
+        if not (spec.checkpoint_every and p.step % spec.checkpoint_every == 0):
+            self._checkpoint()
+
+    def fail(self, exc: BaseException) -> str:
+        """Record why the run failed (a non-finite loss at its step, or a component's error, named)."""
+        p = self.p
+        if isinstance(exc, TrainingError):
             p.step = exc.step if isinstance(getattr(exc, "step", None), int) else self.current_step
             self.state.update(error=str(exc))
-        except (Exception, SystemExit) as exc:  # a component raised (or called sys.exit()): fail this run only, naming the plugin
-            status = "failed"
+        else:
             message = self.describe_failure(exc)
             p.step = self.current_step
             self.state.update(error=message)
+        return "failed"
+
+    def finish(self, status: str) -> str:
         self._in_step = False
         self._fire("finish", status)  # first, so a run folder says how the run ended before its state does
-        self.state.update(status=status, step=p.step)
+        self.state.update(status=status, step=self.p.step)
         return status
+
+    def _checkpoint(self) -> None:
+        self._sync_weights()
+        self._fire("checkpoint")
+
+    def _sync_weights(self) -> None:
+        """Bring the pipeline's modules and optimisers up to date before anything reads them (a seed
+        ensemble trains stacked copies: :attr:`sync_weights`)."""
+        if self.sync_weights is not None:
+            self.sync_weights()
 
     @property
     def current_step(self) -> int:
@@ -340,12 +389,16 @@ class Trainer:
         self._fire("change", record, live)
 
     def _record(self, keys: list[str], vals: list[torch.Tensor]) -> None:
+        self.record_row(keys, torch.stack(vals))
+
+    def record_row(self, keys: list[str], row: torch.Tensor) -> None:
+        """Buffer one step's logged values (``row[j]`` is ``keys[j]``), on the device: no host sync."""
         if self._buf is None or keys != self._keys:
             self._flush_log()
             self._keys = keys
             self._buf = torch.empty(self.spec.log_every, len(keys), device=self.p.device)
             self._rows = 0
-        self._buf[self._rows] = torch.stack(vals)
+        self._buf[self._rows] = row
         self._rows += 1
 
     def _flush_log(self) -> None:
@@ -383,6 +436,7 @@ class Trainer:
         warning, and it is not asked again in this run; the run and the other metrics go on."""
         if not self.metrics:
             return
+        self._sync_weights()
         p = self.p
         out: dict[str, float] = {}
         errors: dict[str, str] = {}
@@ -419,6 +473,7 @@ class Trainer:
         if not force and (self.config.snapshot_hz <= 0 or now - self._last_snap < 1.0 / self.config.snapshot_hz):
             return
         self._last_snap = now
+        self._sync_weights()
         snap = take_snapshot(self.p, self.p.step, arrows=self.config.arrows)
         self.state.update(snapshot=snap, step=self.p.step)
         self._fire("snapshot", snap, save)
