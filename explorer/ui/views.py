@@ -19,6 +19,7 @@ import base64
 import dataclasses
 import io
 import math
+import re
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
@@ -521,7 +522,9 @@ RAW_TOGGLE = "raw G beside the average"
 RAW_TOGGLE_HELP = ("The picture shows the moving average of G's weights (spec `ema`, Yazıcı et al. 2019). This draws the "
                    "raw G beside it: the generator the optimiser steps and D is trained against, on the same latent "
                    "codes and the same axes.")
-PAIR_HEIGHT = 320  # the 2-D view's size when the averaged and the raw G are drawn side by side
+PAIR_HEIGHT = 360  # the 2-D view's size when the averaged and the raw G are drawn side by side
+PAIR_MIN_WIDTH = 360  # each 1-D view's and image grid's least width then
+Y_AXIS_PX = 64  # what a 1-D view's y axis adds to the width Streamlit gives it
 
 
 def ema_settings(ema: Mapping[str, Any] | bool | None) -> tuple[float, int] | None:
@@ -565,19 +568,34 @@ def draw_snapshot(snap: Snapshot | None, container: Any = None, opts: ViewOption
 
 def draw_pair(snap: Snapshot, raw: Snapshot, ema: Mapping[str, Any] | bool | None, box: Any,
               opts: ViewOptions, critic: Critic | None = None, key: str | None = None) -> None:
-    """The averaged G's picture and the raw G's (:func:`~explorer.snapshots.raw_snapshot`) side by side in a
-    row that wraps, labelled, on the same axes (held still together under ``key``). Each is a
-    :class:`Figure` of the same shape, so both redraw from one cached spec."""
+    """The averaged G's picture and the raw G's (:func:`~explorer.snapshots.raw_snapshot`) side by side,
+    labelled, on the same axes (held still together under ``key``), images at the same scale. Each chart is
+    a :class:`Figure` of the same shape, so both redraw from one cached spec."""
     if snap.kind == "2d":
         opts = dataclasses.replace(opts, height=min(opts.height, PAIR_HEIGHT))
     if key is not None and opts.domain is None:
         opts = dataclasses.replace(opts, domain=held_domain([snap, raw], key))
-    row = box.container(horizontal=True, gap="medium")
-    width = "stretch" if snap.kind == "1d" else "content"
-    for shown, label, suffix in ((snap, ema_label(ema), ""), (raw, RAW_LABEL, ".raw")):
-        cell = row.container(width=width)
-        cell.markdown(f"**{label}**")
-        _draw_one(shown, cell, opts, critic, None if key is None else f"{key}{suffix}")
+    if snap.kind == "2d":  # fixed-size views in a row that wraps: the raw one goes under when both do not fit
+        row = box.container(horizontal=True, gap="medium")
+        cells = [row.container(width="content") for _ in range(2)]
+    else:  # views that fill their width (1-D) or images: two equal columns (the page gives them PAIR_MIN_WIDTH)
+        name = re.sub(r"[^A-Za-z0-9_-]", "_", key or "view") + "_pair"
+        if snap.kind == "1d":
+            # Streamlit stretches each panel of a stacked chart to the column and then adds the y axis beside it:
+            # the columns keep that much room, so the first picture never runs under the second
+            box.html(f"<style>.st-key-{name} [data-testid=stColumn] {{ padding-right: {Y_AXIS_PX}px; }}</style>")
+        cells = list(box.container(key=name).columns(2, gap="medium"))
+    shown = ((snap, ema_label(ema), ""), (raw, RAW_LABEL, ".raw"))
+    if snap.kind == "image":  # one scale for both grids, so the same sample is the same size in each
+        grids = [images_with_nearest(s, min_width=0) for s, _, _ in shown]
+        factor = max(1, math.ceil(PAIR_MIN_WIDTH / max(g.shape[1] for g, _ in grids)))
+        for cell, (_, label, _), (grid, caption) in zip(cells, shown, grids):
+            cell.markdown(f"**{label}**")
+            cell.image(grid.repeat(factor, axis=0).repeat(factor, axis=1), caption=caption, width="content")
+    else:
+        for cell, (s, label, suffix) in zip(cells, shown):
+            cell.markdown(f"**{label}**")
+            _draw_one(s, cell, opts, critic, None if key is None else f"{key}{suffix}")
     decay, start = ema_settings(ema) or (0.0, 0)
     if snap.step <= start:
         box.caption(f"Up to step {start:,} the average is G itself, so the two pictures match; "
