@@ -62,6 +62,7 @@ class ManagedRun:
     changes: list[tuple[int, dict[str, Any]]] = field(default_factory=list)  # live changes sent: (step then, settings)
     group: RunGroup | None = None  # the group it trains in (start_group), else None
     on_command: Callable[[tuple[Any, ...]], None] | None = None  # a group driver's control handler (attach_driver)
+    note: str | None = None  # what its driver has to say about how it trains (e.g. why it was not vectorised)
     _command_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
@@ -233,6 +234,67 @@ class RunManager:
                 self._queue.append(group.leader.id)
                 self._schedule()
         return runs
+
+    def start_ensemble(self, specs: Sequence[Spec], owner: str, names: Sequence[str]) -> list[ManagedRun]:
+        """The seeds of one variant (specs equal but for the seed) trained as one batched model
+        (:mod:`explorer.ensemble`) by one worker process, one slot for them all; each seed its own run
+        and folder. Stop works per seed; pause, step and changes are refused (the seeds step together).
+        Seeds that cannot be batched train in that worker one after another, and each run's ``note``
+        says why."""
+        return self.start_group(specs, owner, names, self._train_ensemble, backend="vectorised", slots=1)
+
+    def _train_ensemble(self, runs: list[ManagedRun]) -> None:
+        """The driver of :meth:`start_ensemble`: one worker process (or, with an in-code registry, this
+        process) trains the seeds; its tagged events feed each run's state."""
+        if self._backend_for_run() == "thread":
+            self._train_ensemble_here(runs)
+            return
+        worker = self._pool.take()
+        worker.send("job", {"kind": "ensemble", "paths": [str(r.store.path) for r in runs],
+                            "specs": [r.spec.to_dict() for r in runs], "share": self.max_concurrent,
+                            "config": vars(self.config) if self.config is not None else {}})
+        for i, run in enumerate(runs):
+            run.attach_driver(lambda cmd, i=i: worker.send("member", i, *cmd))
+        ended: set[int] = set()
+        while (msg := worker.recv()) is not None:
+            if msg[0] == "note":
+                for run in runs:
+                    run.note = f"trained one after another, not as one batched model: {msg[1]}"
+            if msg[0] != "member" or not 0 <= msg[1] < len(runs):
+                continue
+            run, kind = runs[msg[1]], msg[2]
+            if kind == "state":
+                run.state.update(**msg[3])
+            elif kind == "record":
+                run.state.add_record(msg[3])
+            elif kind == "snapshot":
+                run.state.update(snapshot=msg[3])
+            elif kind == "done":
+                ended.add(msg[1])
+                if run.state.status in ACTIVE:  # trust the worker's word over a lost state message
+                    run.state.update(status=msg[3], error=msg[4])
+        returncode = worker.wait(10)
+        worker.close()
+        if len(ended) < len(runs):
+            raise ExplorerError(f"{exit_cause(returncode)}. Everything up to each run's last checkpoint is kept: "
+                                "resume it from the Runs page.")
+
+    def _train_ensemble_here(self, runs: list[ManagedRun]) -> None:
+        from explorer import ensemble
+        from explorer.execute import execute
+
+        steerings = [Steering() for _ in runs]
+        for run, steering in zip(runs, steerings):
+            run.attach_driver(steering.command)
+        trained, reason = ensemble.train_seeds([r.spec for r in runs], [None] * len(runs), self.registry,
+                                               config=self.config, states=[r.state for r in runs],
+                                               stores=[r.store for r in runs],
+                                               on_trainers=lambda ts: [s.attach(t) for s, t in zip(steerings, ts)])
+        if trained is None:
+            for run, steering in zip(runs, steerings):
+                run.note = f"trained one after another, not as one batched model: {reason}"
+                run.store.write_status("queued", vectorise_note=reason)
+                execute(run.store, run.spec, run.state, self.registry, on_trainer=steering.attach, config=self.config)
 
     def _launch_group(self, group: RunGroup) -> int:
         """Start a group's driver thread; returns the slots it takes. Under the lock."""

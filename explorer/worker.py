@@ -11,6 +11,10 @@ hears its progress over another:
     worker -> supervisor   ("ready", pid), ("state", {field: value}), ("record", {...}),
                            ("snapshot", Snapshot), ("done", status, error)
 
+An ensemble job (``{"kind": "ensemble", ...}``: the seeds of one variant as one batched model,
+:mod:`explorer.ensemble`) carries several runs: each of their events and commands is wrapped as
+``("member", index, *event)``, then ``("done", "ended", None)`` ends the job.
+
 Neither side waits for the other: the training loop only appends to a queue that a sender thread
 drains, and the supervisor reads each worker's pipe in a thread of its own. A worker is a fresh
 interpreter (``python -m explorer.worker``), never a fork of a process that has torch or CUDA
@@ -286,6 +290,79 @@ def _run_job(job: dict[str, Any], cmd: Connection, outbox: _Outbox) -> None:
     outbox.put("done", status, state.error)
 
 
+class _Tagged:
+    """The outbox of one seed of an ensemble job: its events go out as ``("member", index, *event)``."""
+
+    def __init__(self, outbox: _Outbox, index: int) -> None:
+        self.outbox = outbox
+        self.index = index
+
+    def put(self, *msg: Any) -> None:
+        self.outbox.put("member", self.index, *msg)
+
+
+def _run_ensemble_job(job: dict[str, Any], cmd: Connection, outbox: _Outbox) -> None:
+    """The seeds of one variant as one batched model (:mod:`explorer.ensemble`), each in its folder
+    (``job["paths"]``); commands come as ``("member", index, *command)``. Seeds that cannot be batched
+    train here one after another, and the reason goes to the supervisor (``("note", reason)``) and
+    into each run's status (``vectorise_note``)."""
+    from explorer import ensemble
+    from explorer.device import configure_threads
+    from explorer.execute import execute
+    from explorer.registry import get_registry
+    from explorer.runs import ACTIVE, RunStore
+    from explorer.spec import resolve
+    from explorer.training import TrainerConfig
+
+    stores = [RunStore(p) for p in job["paths"]]
+    steerings = [Steering() for _ in stores]
+
+    def listen() -> None:
+        while True:
+            try:
+                msg = cmd.recv()
+            except (EOFError, OSError):
+                for s in steerings:  # the supervisor went away: end every seed cleanly
+                    s.command(("stop",))
+                return
+            if msg[0] == "member" and 0 <= int(msg[1]) < len(steerings):
+                steerings[int(msg[1])].command(tuple(msg[2:]))
+
+    threading.Thread(target=listen, name="genex-worker-control", daemon=True).start()
+    done = threading.Event()
+
+    def beat() -> None:
+        while not done.wait(HEARTBEAT_S):
+            for store in stores:
+                if (store.read_status() or {}).get("status") in ACTIVE:
+                    store.heartbeat()
+
+    threading.Thread(target=beat, name="genex-worker-heartbeat", daemon=True).start()
+    configure_threads(int(job.get("share", 1)))
+    states = [_forwarding_state(_Tagged(outbox, i), int(s.get("steps", 0))) for i, s in enumerate(job["specs"])]  # type: ignore[arg-type]
+    config = TrainerConfig(**job.get("config", {}))
+    try:
+        registry = get_registry()
+        specs = [resolve(s, registry) for s in job["specs"]]
+        trained, reason = ensemble.train_seeds(specs, [None] * len(specs), registry, config=config, states=states,
+                                               stores=stores, on_trainers=lambda ts: [s.attach(t) for s, t in zip(steerings, ts)])
+    except Exception as exc:  # a spec this worker cannot build: each seed says so, in its folder first
+        msg = f"the worker could not build the runs' specs: {exc}"
+        for store, state in zip(stores, states):
+            store.write_status("failed", error=msg)
+            state.update(status="failed", error=msg)
+    else:
+        if trained is None:  # cannot be batched: one after another, here, with the reason
+            outbox.put("note", reason)
+            for store, spec, state, steering in zip(stores, specs, states, steerings):
+                store.write_status("queued", vectorise_note=reason)
+                execute(store, spec, state, registry, on_trainer=steering.attach, config=config)
+    done.set()
+    for i, state in enumerate(states):
+        outbox.put("member", i, "done", state.status, state.error)
+    outbox.put("done", "ended", None)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     cmd = Connection(int(args[0]), writable=False)
@@ -305,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
         outbox.close()
         return 0  # a spare that was never needed
     if msg[0] == "job":
-        _run_job(msg[1], cmd, outbox)
+        (_run_ensemble_job if msg[1].get("kind") == "ensemble" else _run_job)(msg[1], cmd, outbox)
     outbox.close()
     return 0
 

@@ -191,3 +191,95 @@ def test_the_moving_average_and_packing_batch_too(tmp_path):
         for key in want:
             torch.testing.assert_close(got[key], want[key], rtol=1e-4, atol=1e-6)
         np.testing.assert_allclose(store.load_snapshot().fake, alone.load_snapshot().fake, rtol=1e-3, atol=1e-4)
+
+
+# -- the app's seed ensembles: one worker process trains them, each seed a live run ------------------------
+def _wait(pred, timeout=120.0):
+    import time
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if pred():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.mark.parametrize("backend", ["process", "thread"])
+def test_the_manager_trains_an_ensemble_live_and_stops_one_seed(tmp_path, backend):
+    from explorer.errors import ExplorerError
+    from explorer.manager import RunManager
+
+    mgr = RunManager(root=tmp_path / "runs", max_concurrent=2, config=TrainerConfig(snapshot_hz=5), backend=backend)
+    try:
+        specs = _specs(seeds=(0, 1, 2), steps=4000, log_every=10, snapshot_every=1000, checkpoint_every=1000)
+        runs = mgr.start_ensemble(specs, owner="t", names=[f"s{s.seed}" for s in specs])
+        assert all(r.backend == "vectorised" for r in runs)
+        assert _wait(lambda: all(r.state.step >= 20 and r.state.view().history for r in runs)), "live progress for every seed"
+        assert _wait(lambda: all(r.state.snapshot is not None for r in runs))
+        with pytest.raises(ExplorerError, match="vectorised backend, which cannot pause"):
+            mgr.pause(runs[0].id)
+        mgr.stop(runs[1].id)
+        assert _wait(lambda: runs[1].status == "stopped")
+        assert runs[0].active and runs[2].active, "the other seeds train on"
+        mgr.stop(runs[0].id)
+        mgr.stop(runs[2].id)
+        assert _wait(lambda: not any(r.active for r in runs))
+        for r in runs:
+            st = r.store.read_status()
+            assert st["status"] == "stopped" and st.get("vectorised") == 3
+            assert r.store.load_checkpoint(map_location="cpu")["step"] == st["step"]
+    finally:
+        mgr.close()
+
+
+def test_an_ensemble_the_manager_cannot_batch_trains_its_seeds_one_after_another(tmp_path):
+    from explorer.manager import RunManager
+
+    mgr = RunManager(root=tmp_path / "runs", max_concurrent=2, config=TrainerConfig(snapshot_hz=0), backend="process")
+    try:
+        specs = _specs(steps=8, generator={"name": "mlp", "depth": 2, "width": 32, "norm": "batch"})
+        runs = mgr.start_ensemble(specs, owner="t", names=["a", "b"])
+        assert _wait(lambda: not any(r.active for r in runs))
+        assert [r.status for r in runs] == ["finished", "finished"]
+        assert all("keeps buffers" in (r.note or "") for r in runs)
+        assert all("keeps buffers" in r.store.read_status()["vectorise_note"] for r in runs)
+    finally:
+        mgr.close()
+
+
+def test_the_compare_page_vectorises_seeds_when_asked(tmp_path, monkeypatch):
+    """Compare page: the "Vectorise seeds" switch appears with more than one seed per variant, and Start then
+    trains each variant's seeds as one ensemble (a group of runs on the vectorised backend)."""
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    from explorer.ui.state import get_manager
+
+    monkeypatch.setenv("GENEX_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.delenv("GENEX_RAY_ADDRESS", raising=False)
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "explorer" / "app.py"), default_timeout=90)
+    at.run()
+    at.switch_page("ui/compare_page.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert "Vectorise seeds" not in [t.label for t in at.toggle]  # one seed: nothing to batch
+    [seeds] = [n for n in at.number_input if n.label == "seeds per variant"]
+    seeds.set_value(2).run()
+    [steps] = [n for n in at.number_input if n.label == "steps"]
+    steps.set_value(40).run()
+    [switch] = [t for t in at.toggle if t.label == "Vectorise seeds"]
+    switch.set_value(True).run()
+    assert any("seeds train together as one batched model" in c.value for c in at.caption)
+    [start] = [b for b in at.button if b.label == "Start comparison"]
+    start.click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    manager = get_manager()
+    try:
+        runs = manager.runs()
+        assert len(runs) == 4 and {r.backend for r in runs} == {"vectorised"}
+        assert len({id(r.group) for r in runs}) == 2, "one ensemble per variant"
+        assert _wait(lambda: not any(r.active for r in runs), 120)
+        assert [r.status for r in runs] == ["finished"] * 4
+    finally:
+        manager.stop_all(wait=20)

@@ -147,6 +147,15 @@ with st.container(border=True):
                  "none of them in this server's slots." if on_ray else
                  f". At most {manager.max_concurrent} train at once on this server; the rest wait their turn.")
         st.caption(f"{len(variants)} runs: " + " · ".join(v.label for v in variants) + where)
+    # how[1]: the seeds of each variant as one batched model (explorer.ensemble), on this machine, with seeds > 1
+    vectorise = not on_ray and int(seeds) > 1 and how[1].toggle(
+        "Vectorise seeds", key="cmp.vectorise",
+        help="Train the seeds of each variant as one batched model (torch.func.vmap): one worker and one slot per "
+             "variant instead of one per seed, each seed still its own run with its own curves, samples and checkpoint. "
+             "Pipelines that cannot be batched (batch norm, spectral norm, an objective drawing random numbers) train "
+             "their seeds one after another, with the reason shown. Stop works per seed; pause and step do not.")
+    if vectorise and variants:
+        st.caption(f"Each variant's {int(seeds)} seeds train together as one batched model, in one slot.")
     too_few = not variants or len(variants) < 2
     start = c2[2].button("Start comparison", type="primary", disabled=too_few, key="cmp.start",
                          help="Needs at least two runs: vary something, or use more seeds." if too_few else None)
@@ -156,6 +165,16 @@ with st.container(border=True):
             if on_ray:  # one driver for the whole comparison, in a thread of the manager's: no local slot
                 runs = manager.start_group([v.spec for v in variants], owner=owner, names=names,
                                            train=ray_backend.group_trainer(ray_address), backend="ray", slots=0)
+            elif vectorise:  # one ensemble per variant: its seeds share a worker and a slot
+                groups: dict[str, list[int]] = {}
+                for i, v in enumerate(variants):
+                    groups.setdefault(compare.variant_label(v.changes), []).append(i)
+                by_index: dict[int, Any] = {}
+                for members in groups.values():
+                    started = manager.start_ensemble([variants[i].spec for i in members], owner=owner,
+                                                     names=[names[i] for i in members])
+                    by_index.update(zip(members, started))
+                runs = [by_index[i] for i in range(len(variants))]
             else:
                 runs = [manager.start(v.spec, owner=owner, name=name) for v, name in zip(variants, names)]
         except ExplorerError as exc:
@@ -201,12 +220,18 @@ def _run_rows(ids: list[str], labels: dict[str, str], paths: dict[str, str]) -> 
             view = live.state.view()
             out.append(dict(id=rid, label=labels.get(rid, rid), store=store, status=view.status, step=view.step, total=view.total_steps,
                             history=view.history if view.history else (store.read_metrics() if store else []), snapshot=view.snapshot,
-                            error=view.error, live=True))
+                            error=view.error, live=True, note=live.note, backend=live.backend))
         elif store is not None:
             s = store.summary()
             out.append(dict(id=rid, label=labels.get(rid, rid), store=store, status=s.status, step=s.step, total=s.total_steps,
-                            history=store.read_metrics(), snapshot=None, error=s.error, live=False))
+                            history=store.read_metrics(), snapshot=None, error=s.error, live=False,
+                            note=_vectorise_note(store), backend=None))
     return out
+
+
+def _vectorise_note(store: RunStore) -> str | None:
+    note = store.read_status().get("vectorise_note")
+    return f"trained one after another, not as one batched model: {note}" if isinstance(note, str) else None
 
 
 def draw_comparison(info: dict[str, Any]) -> None:
@@ -227,9 +252,13 @@ def draw_comparison(info: dict[str, Any]) -> None:
     for i, r in enumerate(rows):
         col = prog[i % len(prog)]
         text = f"**{r['label']}** · {r['status']} · {r['step']:,}/{r['total']:,}"
+        if r.get("backend") == "vectorised" and not r["note"]:
+            text += " · batched with its variant's other seeds"
         col.progress(min(r["step"] / max(r["total"], 1), 1.0), text=text)
         if r["status"] == "failed":
             col.error(r["error"] or "failed")
+        if r["note"]:
+            col.caption(r["note"][:300])
 
     # Small multiples, in step: the latest of each, or the saved snapshot every run has at one step.
     st.markdown("**Samples**")
