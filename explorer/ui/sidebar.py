@@ -1,7 +1,8 @@
 """The Train page's sidebar: compose a pipeline from whatever plugins are installed.
 
 Preset -> data sampler, latent prior, objective, generator, discriminator (hidden when the objective
-needs none), optimisers, training settings. Every parameter widget comes from a declaration
+needs none), optimisers, training settings (with a moving average of G, spec ``ema``, and PacGAN's
+packing, spec ``pack``). Every parameter widget comes from a declaration
 (:mod:`explorer.ui.widgets`), so a third-party component appears here with no UI code. The result
 is a raw spec dict, resolved by :func:`explorer.spec.resolve`, whose errors name the field.
 
@@ -12,6 +13,7 @@ training keeps going.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +22,7 @@ import streamlit as st
 
 from explorer.errors import ExplorerError
 from explorer.registry import Registry
-from explorer.spec import OPTIMIZER, SETTINGS, SLOTS, Spec, parse_bytes, resolve
+from explorer.spec import EMA, OPTIMIZER, SETTINGS, SLOTS, Spec, parse_bytes, resolve
 from explorer.ui import draw
 from explorer.ui.presets import DEFAULT_PRESET, Preset, blank_preset, load_presets
 from explorer.ui.widgets import param_widget, params_widgets
@@ -254,9 +256,8 @@ def compose(reg: Registry) -> Composition:
     raw: dict[str, Any] = {}
     if base.get("notes"):
         raw["notes"] = base["notes"]
-    for key in ("ema", "pack", "changes"):  # set by the preset, not edited here: carried as they are
-        if base.get(key):
-            raw[key] = base[key]
+    if base.get("changes"):  # the preset's change log (settings changed mid-run), not edited here: carried as it is
+        raw["changes"] = base["changes"]
 
     needs_d = True
     defaults = {s[0]: (s[1], s[2]) for s in SLOTS}
@@ -314,6 +315,7 @@ def compose(reg: Registry) -> Composition:
         if name == "k_d" and not needs_d:
             continue
         raw[name] = param_widget(settings[name], f"{k}.settings.{name}", base.get(name), sb)
+    raw.update(ema_pack_controls(base, k, sb, raw.get("batch_size"), needs_d))
     with sb.expander("Advanced"):
         # The run's name follows the pipeline: the preset's name only while its data and objective are kept
         # (else empty: <data>-<objective>); the widget is keyed by both, so a change redraws it.
@@ -358,6 +360,43 @@ def compose(reg: Registry) -> Composition:
                             "it opens this pipeline in the Train page of any tab.")
         carry_in_url(spec, reg)
     return Composition(raw, spec, error, preset)
+
+
+EMA_TOGGLE = "Average G's weights (EMA)"
+EMA_HELP = ("Keep an exponential moving average of the generator's weights beside G (Yazıcı et al. 2019, \"The unusual "
+            "effectiveness of averaging in GAN training\"): up to the start step the average is G itself, then after "
+            "each step ema ← decay · ema + (1 − decay) · G. The views, saved samples and metrics show the average, "
+            "often steadier and closer to the modes than the last iterate; training steps only the raw G (the Train "
+            "page can draw it beside the average). Spec: `ema = { decay, start }`.")
+PACK_LABEL = "Pack (PacGAN)"
+PACK_HELP = ("PacGAN (Lin et al. 2018): the discriminator judges this many samples of one kind (all real or all "
+             "generated) at once, so a generator that drops modes makes packs that look unlike real ones. 1 = off. "
+             "Needs an objective with a discriminator; the batch size must be a multiple of it. Spec: `pack`.")
+
+
+def ema_pack_controls(base: dict[str, Any], k: str, box: Any, batch_size: Any = None, needs_d: bool = True) -> dict[str, Any]:
+    """The generator's moving average (spec ``ema``) and PacGAN packing (spec ``pack``), from the preset's
+    values ``base`` (``batch_size``: the one chosen above). The spec resolver checks them (a batch that does
+    not split into packs, an objective without a discriminator) and the sidebar shows its message."""
+    out: dict[str, Any] = {}
+    ema = base.get("ema")
+    if box.toggle(EMA_TOGGLE, value=bool(ema), key=f"{k}.ema.on", help=EMA_HELP, persist_state="session"):
+        table = ema if isinstance(ema, dict) else {}
+        params = {p.name: p for p in EMA}
+        decay = param_widget(dataclasses.replace(params["decay"], label="EMA decay"), f"{k}.ema.decay", table.get("decay"), box)
+        start = param_widget(dataclasses.replace(params["start"], label="EMA start step"), f"{k}.ema.start",
+                             table.get("start"), box)
+        out["ema"] = {"decay": decay, "start": start}
+        if isinstance(decay, (int, float)) and 0 <= decay < 1 and isinstance(start, int):
+            box.caption(f"From step {start:,}: an average over about the last {1 / (1 - decay):,.0f} steps.")
+    pack = dataclasses.replace({p.name: p for p in SETTINGS}["pack"], label=PACK_LABEL, help=PACK_HELP)
+    out["pack"] = value = param_widget(pack, f"{k}.settings.pack", base.get("pack"), box)
+    if value == 1:
+        box.caption("1 = off: D judges one sample at a time.")
+    elif needs_d and isinstance(batch_size, int) and isinstance(value, int) and batch_size % value == 0:  # else the spec's error says why
+        packs = batch_size // value
+        box.caption(f"D judges packs of {value} samples: {packs:,} real and {packs:,} generated packs a batch.")
+    return out
 
 
 def _slot_name(value: Any) -> str:
