@@ -2,33 +2,32 @@
 
     python benchmarks/ensemble.py [--preset ring8-nonsaturating] [--seeds 8] [--steps N] [--threads T]
 
-Trains the preset's seeds 0..N-1 twice, each into its own run folder as ``genex compare`` does
-(``TrainerConfig(snapshot_hz=0)``: logs, metrics, saved snapshots and checkpoints included): first one
-after another (``genex compare --seeds N``), then as one ensemble (``genex compare --seeds N
---vectorise``, :mod:`explorer.ensemble`). Prints the wall time of each, their ratio (the issue's
-target: <= 0.6 on a CPU, <= 0.2 on a GPU), the steps per second, how far the ensemble's logged losses
-are from the runs alone (floating-point rounding that the GAN's dynamics then amplify), and the final
-mode coverage of both sets of seeds (they should agree as samples of the same distribution).
+Trains the preset's seeds 0..N-1 twice through ``explorer.compare.train_variants``, exactly as
+``genex compare`` does (each into its own run folder; logs, metrics, saved snapshots and checkpoints
+included), with the torch threads the command sets (one per run on a 2-core machine; ``--threads T``
+sets ``GENEX_TORCH_THREADS``): first one after another (``genex compare --seeds N``), then as one
+ensemble (``genex compare --seeds N --vectorise``). Prints the wall time of each, their ratio (the
+issue's target: <= 0.6 on a CPU, <= 0.2 on a GPU), the steps per second, how far the ensemble's
+logged losses are from the runs alone (floating-point rounding that the GAN's dynamics then amplify),
+and the final mode coverage of both sets of seeds (they should agree as samples of one distribution).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from explorer import ensemble
+from explorer.compare import expand_variants, train_variants
 from explorer.device import configure_threads
-from explorer.execute import run_foreground
 from explorer.registry import get_registry
 from explorer.runs import RunStore
-from explorer.spec import load_spec_file, resolve
-from explorer.training import TrainerConfig
+from explorer.spec import load_spec_file
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -52,28 +51,27 @@ def main() -> None:
     ap.add_argument("--steps", type=int, help="override the preset's steps")
     ap.add_argument("--threads", type=int, help="torch threads for both (default: as genex compare sets them)")
     args = ap.parse_args()
-    threads = args.threads or configure_threads()
-    torch.set_num_threads(threads)
+    if args.threads:
+        os.environ["GENEX_TORCH_THREADS"] = str(args.threads)
+    threads = configure_threads()  # what `genex compare` does first
     path = Path(args.preset) if args.preset.endswith(".toml") else ROOT / "explorer" / "presets" / f"{args.preset}.toml"
     raw = load_spec_file(path)
-    if args.steps:
-        raw["steps"] = args.steps
     registry = get_registry()
-    specs = [resolve({**raw, "seed": int(raw.get("seed", 0)) + i}, registry) for i in range(args.seeds)]
-    steps = specs[0].steps
-    config = TrainerConfig(snapshot_hz=0)
+    variants = expand_variants(raw, [], args.seeds, registry, steps=args.steps)
+    steps = variants[0].spec.steps
     tmp = Path(tempfile.mkdtemp(prefix="genex-ensemble-"))
     try:
-        print(f"{args.preset}: {args.seeds} seeds x {steps:,} steps, batch {specs[0].batch_size}, "
-              f"{threads} torch thread(s), device {specs[0].device}")
+        print(f"{args.preset}: {args.seeds} seeds x {steps:,} steps, batch {variants[0].spec.batch_size}, "
+              f"{threads} torch thread(s), {os.cpu_count()} cores")
         t0 = time.perf_counter()
-        alone = [run_foreground(s, out=tmp / f"alone-{s.seed}", registry=registry, config=config)[0] for s in specs]
+        alone = [r.store for r in train_variants(variants, tmp / "alone", registry=registry)]
         t_alone = time.perf_counter() - t0
         t0 = time.perf_counter()
-        stores, note = ensemble.train_seeds(specs, [tmp / f"ens-{s.seed}" for s in specs], registry=registry, config=config)
+        results = train_variants(variants, tmp / "ens", registry=registry, vectorise=True)
         t_ens = time.perf_counter() - t0
-        if stores is None:
-            raise SystemExit(f"this preset cannot be vectorised: {note}")
+        if not all(r.vectorised for r in results):
+            raise SystemExit(f"this preset cannot be vectorised: {results[0].note}")
+        stores = [r.store for r in results]
         total = args.seeds * steps
         print(f"one after another: {t_alone:8.1f} s  ({total / t_alone:6.1f} steps/s over all seeds)")
         print(f"vectorised:        {t_ens:8.1f} s  ({total / t_ens:6.1f} steps/s over all seeds)")
