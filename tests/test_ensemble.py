@@ -283,3 +283,19 @@ def test_the_compare_page_vectorises_seeds_when_asked(tmp_path, monkeypatch):
         assert [r.status for r in runs] == ["finished"] * 4
     finally:
         manager.stop_all(wait=20)
+
+
+def test_a_third_party_pipeline_batches_like_a_built_in_one(tmp_path):
+    """The example package's data, architecture and objective (checkerboard, resmlp, lsgan) declare nothing
+    about ensembles and batch as the built-ins do: each seed matches its run alone."""
+    registry = get_registry()
+    if "lsgan" not in registry.components["objective"] or "resmlp" not in registry.components["architecture"]:
+        pytest.skip("the example package is not installed (pip install -e examples/generative-explorer-extras)")
+    raw = {**TINY, "data": "checkerboard", "objective": "lsgan", "generator": {"name": "resmlp"},
+           "discriminator": {"name": "resmlp"}, "steps": 12}
+    specs = [resolve({**raw, "seed": s}, registry) for s in (0, 1)]
+    stores, note = ensemble.train_seeds(specs, [tmp_path / "a", tmp_path / "b"], registry=registry, config=CONFIG)
+    assert note is None
+    for spec, store in zip(specs, stores):
+        alone, _ = run_foreground(spec, out=tmp_path / f"alone-{spec.seed}", registry=registry, config=CONFIG)
+        np.testing.assert_allclose(_losses(store, "d_loss"), _losses(alone, "d_loss"), rtol=1e-4, atol=1e-7)
