@@ -159,3 +159,30 @@ def test_the_raw_gs_picture_redraws_from_the_averages_cached_spec(monkeypatch):
     assert len(built) == 1  # one spec for both pictures: only their data differ
     assert {k: v for k, v in average.items() if k != "datasets"} == {k: v for k, v in beside.items() if k != "datasets"}
     assert not average["datasets"]["points"].equals(beside["datasets"]["points"])
+
+
+def test_the_runs_page_draws_a_saved_snapshot_beside_the_raw_gs_for_runs_that_average_g(app_runs_dir):
+    from pathlib import Path
+
+    from explorer.execute import run_foreground
+    from explorer.spec import parse_spec
+    from explorer.training import TrainerConfig
+
+    tiny = {"data": "ring8", "generator": {"name": "mlp", "depth": 1, "width": 8},
+            "discriminator": {"name": "mlp", "depth": 1, "width": 8}, "steps": 20, "batch_size": 32, "snapshot_every": 20,
+            "metric_every": 0, "device": "cpu", "snapshot_size": 64}
+    plain, _ = run_foreground(parse_spec(tiny), root=app_runs_dir, config=TrainerConfig(snapshot_hz=0))
+    averaged, _ = run_foreground(parse_spec({**tiny, "ema": {"decay": 0.9, "start": 5}}), root=app_runs_dir,
+                                 config=TrainerConfig(snapshot_hz=0))
+    at = AppTest.from_file(str(Path(APP).parent / "ui" / "runs_page.py"), default_timeout=TIMEOUT)
+    at.run()
+    at.selectbox(key="runs.open").set_value(plain.id).run()
+    assert not at.exception and not [t for t in at.toggle if t.label == views.RAW_TOGGLE]
+    at.selectbox(key="runs.open").set_value(averaged.id).run()
+    assert not at.exception
+    pictures = len(charts(at))
+    assert any(m.value == "**averaged G (EMA, decay 0.9 from step 5)**" for m in at.markdown)
+    at.toggle(key="runs.snap_raw").set_value(True).run()
+    assert not at.exception
+    assert len(charts(at)) == pictures + 1
+    assert any(m.value == f"**{views.RAW_LABEL}**" for m in at.markdown)
