@@ -45,15 +45,31 @@ _BOXES = """() => {
 
 
 def _layout(page):
-    """The two pictures, the loss curves and the two labels, measured in one go (a live chart may be swapped
-    for a new one between two separate measurements)."""
+    """The two pictures, the loss curves and the two labels, measured in one go and once the pictures are
+    the same size (a live chart whose frame just grew is drawn anew: for a moment it has another size)."""
     script = _BOXES.replace("LABELS", ", ".join(f"'{t}'" for t in (AVERAGE, RAW)))
-    for _ in range(10):
+    for _ in range(40):
         got = page.evaluate(script)
         if len(got["pictures"]) == 2 and got["curves"] and got["labels"]:
-            return got["pictures"][0], got["pictures"][1], got["curves"], got["labels"]
-        page.wait_for_timeout(300)
-    raise AssertionError(f"the pictures, curves and labels were not all there: {got}")
+            a, b = got["pictures"]
+            if abs(a["width"] - b["width"]) < 2 and abs(a["height"] - b["height"]) < 2:  # one frame
+                return a, b, got["curves"], got["labels"]
+        page.wait_for_timeout(250)
+    raise AssertionError(f"the two pictures, the curves and the labels were not all there in one frame: {got}")
+
+
+def _check_layout(page, name: str) -> None:
+    """Side by side, labelled, apart from each other and from the curves, within the page; a screenshot."""
+    average, raw, curves, labels = _layout(page)
+    page.screenshot(path=str(ARTIFACTS / name), full_page=True)
+    assert average["width"] > 200 and raw["width"] > 200, (average, raw)
+    assert abs(average["y"] - raw["y"]) < 2 and average["x"] + average["width"] <= raw["x"], (average, raw)  # side by side
+    assert _apart(average, curves) and _apart(raw, curves), (average, raw, curves)
+    for box in (average, raw, curves):
+        assert box["x"] >= 0 and box["x"] + box["width"] <= WIDTH, box  # nothing runs off the page
+    for label, picture in zip(labels, (average, raw)):  # each label sits over its own picture
+        assert label["y"] + label["height"] <= picture["y"] and label["x"] < picture["x"] + picture["width"]
+        assert label["x"] + label["width"] > picture["x"], (label, picture)
 
 
 def test_the_train_page_draws_the_averaged_and_the_raw_generator_side_by_side(server):
@@ -63,7 +79,7 @@ def test_the_train_page_draws_the_averaged_and_the_raw_generator_side_by_side(se
     from explorer.ui.urlspec import spec_to_query
 
     url, runs = server
-    spec = {**load_spec_file(ROOT / "explorer" / "presets" / "ring8-ema.toml"), "steps": 1500,
+    spec = {**load_spec_file(ROOT / "explorer" / "presets" / "ring8-ema.toml"), "steps": 600, "batch_size": 256,
             "ema": {"decay": 0.99, "start": 50}, "metric_every": 0}
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as pw:
@@ -93,7 +109,7 @@ def test_the_train_page_draws_the_averaged_and_the_raw_generator_side_by_side(se
             pictures = page.locator(".st-key-live_view canvas")
             expect(pictures).to_have_count(2, timeout=30_000)
 
-            # past the average's start, so the two pictures differ; the run ends after 1,500 steps
+            # past the average's start, so the two pictures differ; the run ends after 600 steps
             def step() -> int:
                 text = page.locator("[data-testid=stProgress]").first.inner_text()
                 m = re.search(r"step ([\d,]+) /", text)
@@ -104,23 +120,14 @@ def test_the_train_page_draws_the_averaged_and_the_raw_generator_side_by_side(se
             page.locator("h1").first.click()  # no tooltip over the pictures
             page.wait_for_timeout(1500)
             expect(pictures).to_have_count(2)
-            average, raw, curves, labels = _layout(page)
-            page.screenshot(path=str(ARTIFACTS / "ema-side-by-side-1250.png"), full_page=True)
-            assert average["width"] > 200 and raw["width"] > 200, (average, raw)
-            assert abs(average["width"] - raw["width"]) < 2 and abs(average["height"] - raw["height"]) < 2  # one frame
-            assert _apart(average, raw) and _apart(average, curves) and _apart(raw, curves), (average, raw, curves)
-            for box in (average, raw, curves):
-                assert box["x"] >= 0 and box["x"] + box["width"] <= WIDTH, box  # nothing runs off the page
-            for label, picture in zip(labels, (average, raw)):  # each label sits over its own picture
-                assert label["y"] + label["height"] <= picture["y"] and label["x"] < picture["x"] + picture["width"]
-                assert label["x"] + label["width"] > picture["x"], (label, picture)
+            _check_layout(page, "ema-side-by-side-1250.png")  # while it trains
 
             expect(page.get_by_text(re.compile(r"· finished ·"))).to_be_visible(timeout=120_000)
             page.wait_for_timeout(1500)  # the ended run's page, from its folder: still both, still labelled
             expect(main.get_by_role("switch", name="raw G beside the average")).to_be_checked()
             expect(page.locator(".st-key-live_view canvas")).to_have_count(2, timeout=30_000)
             expect(main.get_by_text(RAW, exact=True)).to_be_visible()
-            page.screenshot(path=str(ARTIFACTS / "ema-side-by-side-finished.png"), full_page=True)
+            _check_layout(page, "ema-side-by-side-finished-1250.png")
             assert not errors, errors
         finally:
             browser.close()
