@@ -417,7 +417,7 @@ def check_snapshot(arrays: dict[str, np.ndarray]) -> SnapshotArrays:
         if not all(k in ex for k in ("x", "p_data", "p_g")) or ex["x"].ndim != 1:
             raise ValueError("a 1-D snapshot without its density curves (x, p_data, p_g)")
         g = (ex["x"].shape[0],)
-        for name in ("x", "p_data", "p_g", "d_star", "critic"):
+        for name in ("x", "p_data", "p_g", "d_star", "critic", "p_g_raw", "d_star_raw"):
             shape(name, g)
         shape("p_data_exact", ())
         if "z" in ex or "g_of_z" in ex:
@@ -442,6 +442,10 @@ def check_snapshot(arrays: dict[str, np.ndarray]) -> SnapshotArrays:
             if ex["arrows"].shape[0] > len(fake):
                 raise ValueError("more push arrows than generated points")
             shape("arrows", (ex["arrows"].shape[0], 2), at_least=0)
+        if "arrows_raw" in ex:  # the raw G's pushes beside the averaged G's (spec ema)
+            if ex["arrows_raw"].shape[0] > len(fake):
+                raise ValueError("more push arrows than generated points")
+            shape("arrows_raw", (ex["arrows_raw"].shape[0], 2), at_least=0)
     elif kind == "image":
         shape("nearest", tuple(fake.shape))
         shape("nearest_dist", (len(fake),), at_least=0)

@@ -218,3 +218,18 @@ def test_bad_pack_and_ema_settings_get_one_clear_message(fields, where, words):
         _spec(**fields)
     assert err.value.field == where
     assert words in str(err.value)
+
+
+@pytest.mark.parametrize("data, keys", [("grid25", ("fake_raw", "manifold_raw", "arrows_raw")),
+                                        ("mixture-1d", ("fake_raw", "p_g_raw", "d_star_raw", "g_of_z_raw"))])
+def test_a_saved_snapshot_keeps_the_raw_generators_side(tmp_path, data, keys):
+    """What the live view shows of the raw G is in the saved snapshot too (the Runs page's switch draws it)."""
+    from explorer.execute import run_foreground
+
+    spec = _spec(data=data, steps=4, snapshot_every=4, ema={"decay": 0.5, "start": 1},
+                 latent={"name": "gaussian", "dim": 2 if data == "grid25" else 1})
+    store, _ = run_foreground(spec, out=tmp_path / "run", config=TrainerConfig(snapshot_hz=0, arrows=True))
+    snap = store.load_snapshot()
+    assert snap is not None and store.snapshot_problem is None
+    for key in keys:
+        assert key in snap.extras, key
