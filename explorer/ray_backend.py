@@ -75,14 +75,39 @@ def require_ray() -> None:
         raise ExplorerError(f"--backend ray needs Ray, which is not installed here; install it with: {PIP_LINE}")
 
 
-def _ray(local: bool = False) -> Any:
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+CONNECT_TIMEOUT_S = 10.0
+
+
+def _host_port(address: str) -> tuple[str, int] | None:
+    """(host, port) of a GCS address ``host:port`` (``[::1]:port`` too); None for anything else (``ray://``)."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or "://" in address:
+        return None
+    return host.strip("[]"), int(port)
+
+
+def _ray(loopback: bool = False) -> Any:
     require_ray()
-    if local and "ray" not in sys.modules:
-        # A local instance listens on the loopback address only (Ray otherwise picks the machine's address).
+    if loopback and "ray" not in sys.modules:
+        # A local instance listens on the loopback address only; and Ray, told to join 127.0.0.1:port,
+        # would otherwise go to this machine's network address instead, where nothing listens.
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     import ray
 
     return ray
+
+
+def _check_reachable(address: str) -> None:
+    """ExplorerError at once when nothing accepts connections at ``address`` (ray.init would retry for minutes)."""
+    hp = _host_port(address)
+    if hp is None:
+        return
+    try:
+        socket.create_connection(hp, timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as exc:
+        raise ExplorerError(f"could not reach the Ray cluster at {address!r}: {exc.strerror or exc}; is `ray start --head` "
+                            f"running there, and is {ADDRESS_ENV} (or --address) host:port of its GCS, e.g. 10.0.0.1:6379?") from None
 
 
 _connection_lock = threading.Lock()
@@ -95,12 +120,15 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> tuple[An
     it). Each call is paired with :func:`disconnect`: the connection this module made is shut down
     when its last user disconnects (the app trains several comparisons at once on one connection).
     An already initialised Ray (a notebook, a test) is used as is, and never shut down here."""
-    address = address or os.environ.get(ADDRESS_ENV) or None
-    ray = _ray(local=address is None)
+    address = (address or os.environ.get(ADDRESS_ENV) or "").strip() or None
+    hp = _host_port(address) if address else None
+    ray = _ray(loopback=address is None or (hp is not None and hp[0] in LOOPBACK))
     with _connection_lock:
         if ray.is_initialized():
             _connection["users"] += 1
             return ray, False
+        if address:
+            _check_reachable(address)
         try:
             if address:
                 ray.init(address=address, logging_level="warning", log_to_driver=False)
@@ -109,7 +137,8 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> tuple[An
                          logging_level="warning", log_to_driver=False)
         except (ConnectionError, RuntimeError, ValueError, TimeoutError) as exc:
             where = f"the Ray cluster at {address!r}" if address else "a local Ray instance"
-            hint = (" (is `ray start --head` running there, and is the address host:port of its GCS, e.g. 10.0.0.1:6379?)"
+            hint = (" (is `ray start --head` running there, and is the address host:port of its GCS, e.g. 10.0.0.1:6379? "
+                    "A cluster with token authentication also needs RAY_AUTH_MODE=token here, and its token)"
                     if address else "")
             raise ExplorerError(f"could not connect to {where}: {one_line(str(exc))[:300]}{hint}") from None
         _connection.update(users=_connection["users"] + 1, ours=True)
