@@ -375,8 +375,10 @@ class RunManager:
                     break  # a group waits for all its slots; nothing overtakes it, so it never starves
                 self._queue.remove(next_id)
                 if run.group is not None:
-                    used += self._launch_group(run.group)
-                    running.append(run)
+                    taken = self._launch_group(run.group)
+                    if taken:
+                        used += taken
+                        running.append(run)
                     continue
                 if run.stop_requested:
                     run.store.write_status("stopped")
