@@ -133,8 +133,9 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> tuple[An
             if address:
                 ray.init(address=address, logging_level="warning", log_to_driver=False)
             else:
-                ray.init(num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False, _node_ip_address="127.0.0.1",
-                         logging_level="warning", log_to_driver=False)
+                # "local": a new instance, never one a `ray start` left registered in /tmp/ray (even a dead one)
+                ray.init(address="local", num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False,
+                         _node_ip_address="127.0.0.1", logging_level="warning", log_to_driver=False)
         except (ConnectionError, RuntimeError, ValueError, TimeoutError) as exc:
             where = f"the Ray cluster at {address!r}" if address else "a local Ray instance"
             hint = (" (is `ray start --head` running there, and is the address host:port of its GCS, e.g. 10.0.0.1:6379? "
@@ -471,6 +472,8 @@ def unpack_into(archive: bytes, folder: Path, registry: Any, source: str, status
         keep = {k: v for k, v in new.items() if k not in ("status", "pid", "host", "heartbeat")}
         if old.get("created") is not None:
             keep["created"] = old["created"]
+        if status is not None:  # the archive's own note ("imported from a run that had not finished") no longer holds
+            keep.pop("error", None)
         keep.update(fields, run_id=folder.name)
         store.write_status(status or new.get("status", "interrupted"), **keep)
         return store

@@ -40,7 +40,7 @@ def ray_instance():
     os.environ["GENEX_TORCH_THREADS"] = "1"
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", logging_level="warning", log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", logging_level="warning", log_to_driver=False)
     yield ray
     ray.shutdown()
     if old is None:
@@ -201,6 +201,9 @@ def test_a_comparison_started_from_the_app_on_ray_is_live_and_lands_in_its_run_f
                                       backend="ray", slots=0)
         assert manager.get(a.id) is a and a.backend == "ray"
         assert wait(lambda: c.state.view().step >= 40, 300)  # trained past two checkpoints
+        mid = c.store.read_status()  # its folder while it trains: running, resumable from its latest checkpoint
+        assert mid["status"] == "running" and mid.get("error") is None and c.store.has_checkpoint(), mid
+        assert [r.status for r in list_runs(tmp_path / "runs") if r.id == c.id] == ["running"]  # the Runs page
         manager.stop(c.id)  # the page's Stop
         assert wait(lambda: not any(r.active for r in (a, b, c)), 300)
     finally:
