@@ -407,6 +407,17 @@ def _train_task(job: dict[str, Any], inbox: Any, bundle: bytes | None, hook: Cal
 
 
 # -- the driver ------------------------------------------------------------------------------------------
+def _force_cancel(ray: Any, ref: Any) -> None:
+    """Kill the worker of a task that ignored its cancel, unless the task has ended meanwhile: Ray 2.60
+    aborts the driver process (a failed check in its task manager, logged in the driver's
+    python-core-driver log) when a forced cancel crosses the reply of a task that is completing: the
+    Ctrl-C clean-up force-cancelled every task at once after its plain cancel, so the driver (the
+    pytest process, in the first Ctrl-C test) could die mid-clean-up."""
+    ready, _ = ray.wait([ref], timeout=0)
+    if not ready:
+        ray.cancel(ref, force=True)
+
+
 STATE_FIELDS = ("status", "step", "total_steps", "steps_per_s", "device", "error")
 HEARTBEAT_S = 2.0
 
@@ -650,7 +661,7 @@ def train_variants(variants: Sequence[Any], out: Path | None = None, address: st
             for slot in running.values():
                 if slot.stop_asked is not None and not slot.force_cancelled and now - slot.stop_asked > CANCEL_GRACE_S:
                     slot.force_cancelled = True
-                    ray.cancel(slot.ref, force=True)
+                    _force_cancel(ray, slot.ref)
 
         def settle(ref: Any) -> None:
             slot = running.pop(ref)
@@ -696,7 +707,7 @@ def train_variants(variants: Sequence[Any], out: Path | None = None, address: st
                 for ref in ready:
                     settle(ref)
         except KeyboardInterrupt:
-            # Nothing here prints: the old test's log raised KeyboardInterrupt again here and skipped the cleanup.
+            # Nothing here prints or calls a callback that could raise KeyboardInterrupt again and skip the clean-up.
             cancelled = list(running.values()) + waiting
             for ref in list(running):
                 ray.cancel(ref)  # KeyboardInterrupt in the task: its temporary folder is removed
@@ -704,8 +715,10 @@ def train_variants(variants: Sequence[Any], out: Path | None = None, address: st
             for ref, slot in list(running.items()):
                 try:
                     finished = ray.get(ref, timeout=max(0.1, deadline - time.monotonic()))
+                except ray.exceptions.GetTimeoutError:
+                    _force_cancel(ray, ref)  # still going after the grace period
                 except Exception:
-                    ray.cancel(ref, force=True)
+                    pass  # cancelled (or failed): it has ended, and a forced cancel now could crash this process
                 else:  # it ended before the cancel reached it
                     finish(slot, bring_back(slot, finished["archive"], host=finished["host"]), quiet=True)
                     cancelled.remove(slot)

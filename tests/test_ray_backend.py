@@ -161,8 +161,6 @@ def test_a_comparison_started_from_the_app_on_ray_is_live_and_lands_in_its_run_f
     two short runs stream their state, records and snapshots into their live states, come back into the
     folders the manager made with the same losses and metrics as local training of the same seed; a third,
     long run is stopped from the page and comes back stopped with its checkpoint."""
-    import threading
-
     import tomllib
     import torch
 
@@ -286,7 +284,8 @@ def test_ctrl_c_on_genex_compare_cancels_the_runs_keeps_what_came_back_and_shuts
     try:
         assert training.wait(240), "no run reached step 15:\n" + "\n".join(lines) + (proc.stderr.read() if proc.poll() is not None else "")
         proc.send_signal(signal.SIGINT)  # this process only, as a terminal's Ctrl-C reaches the command
-        assert proc.wait(120) == 130
+        rc = proc.wait(120)
+        assert rc == 130, f"exit status {rc}:\n" + "\n".join(lines[-20:]) + "\n" + proc.stderr.read()[-6000:]
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
