@@ -145,6 +145,17 @@ def inherited_changes(changes: Any, step: int, overridden: list[str]) -> Any:
     return out
 
 
+def _follow(state: RunState, event: tuple[Any, ...]) -> None:
+    """Apply one of a worker's progress events (``state``, ``record``, ``snapshot``) to a run's live state."""
+    kind = event[0]
+    if kind == "state":
+        state.update(**event[1])
+    elif kind == "record":
+        state.add_record(event[1])
+    elif kind == "snapshot":
+        state.update(snapshot=event[1])
+
+
 def default_max_runs() -> int:
     env = os.environ.get("GENEX_MAX_RUNS")
     if env and env.isdigit() and int(env) > 0:
@@ -262,17 +273,13 @@ class RunManager:
                     run.note = f"trained one after another, not as one batched model: {msg[1]}"
             if msg[0] != "member" or not 0 <= msg[1] < len(runs):
                 continue
-            run, kind = runs[msg[1]], msg[2]
-            if kind == "state":
-                run.state.update(**msg[3])
-            elif kind == "record":
-                run.state.add_record(msg[3])
-            elif kind == "snapshot":
-                run.state.update(snapshot=msg[3])
-            elif kind == "done":
+            run, event = runs[msg[1]], msg[2:]
+            if event[0] == "done":
                 ended.add(msg[1])
                 if run.state.status in ACTIVE:  # trust the worker's word over a lost state message
-                    run.state.update(status=msg[3], error=msg[4])
+                    run.state.update(status=event[1], error=event[2])
+            else:
+                _follow(run.state, event)
         returncode = worker.wait(10)
         worker.close()
         if len(ended) < len(runs):
@@ -421,15 +428,10 @@ class RunManager:
         assert worker is not None
         done = None
         while (msg := worker.recv()) is not None:
-            kind = msg[0]
-            if kind == "state":
-                run.state.update(**msg[1])
-            elif kind == "record":
-                run.state.add_record(msg[1])
-            elif kind == "snapshot":
-                run.state.update(snapshot=msg[1])
-            elif kind == "done":
+            if msg[0] == "done":
                 done = msg
+            else:
+                _follow(run.state, msg)
         returncode = worker.wait(10)
         worker.close()
         if done is None:
