@@ -299,3 +299,30 @@ def test_a_third_party_pipeline_batches_like_a_built_in_one(tmp_path):
     for spec, store in zip(specs, stores):
         alone, _ = run_foreground(spec, out=tmp_path / f"alone-{spec.seed}", registry=registry, config=CONFIG)
         np.testing.assert_allclose(_losses(store, "d_loss"), _losses(alone, "d_loss"), rtol=1e-4, atol=1e-7)
+
+
+def test_the_train_page_says_why_a_seed_of_an_ensemble_cannot_pause(tmp_path, monkeypatch):
+    """Pause and Step on a run that trains in a seed ensemble: the page says why not (no exception)."""
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    from explorer.ui.state import get_manager
+
+    monkeypatch.setenv("GENEX_RUNS_DIR", str(tmp_path / "runs"))
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "explorer" / "app.py"), default_timeout=90)
+    at.run()
+    manager = get_manager()
+    try:
+        runs = manager.start_ensemble(_specs(steps=100_000, log_every=10), owner="t", names=["a", "b"])
+        assert _wait(lambda: runs[0].state.status == "running")
+        at.run()
+        [pick] = [s for s in at.selectbox if s.label == "Run"]
+        pick.set_value(runs[0].id).run()
+        [pause] = [b for b in at.button if b.label == "Pause"]
+        pause.click().run()
+        assert not at.exception, [e.value for e in at.exception]
+        assert any("vectorised backend, which cannot pause" in e.value for e in at.error), [e.value for e in at.error]
+        assert runs[0].active
+    finally:
+        manager.stop_all(wait=20)

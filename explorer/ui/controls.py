@@ -57,10 +57,13 @@ def on_pause_resume(run_id: str) -> None:
     run = state.live_run(run_id)
     if run is None:
         return
-    if run.status == "paused":
-        state.get_manager().resume(run_id)
-    else:
-        state.get_manager().pause(run_id)
+    try:
+        if run.status == "paused":
+            state.get_manager().resume(run_id)
+        else:
+            state.get_manager().pause(run_id)
+    except ExplorerError as exc:  # e.g. a run a group trains (a Ray cluster, a seed ensemble) cannot pause
+        flash("error", str(exc))
 
 
 def on_step(spec: Spec | None, run_id: str | None) -> None:
@@ -72,7 +75,10 @@ def on_step(spec: Spec | None, run_id: str | None) -> None:
         run_id = _start(spec, paused=True)
         if run_id is None:
             return
-    state.get_manager().step(run_id, n)
+    try:
+        state.get_manager().step(run_id, n)
+    except ExplorerError as exc:
+        flash("error", str(exc))
 
 
 def on_stop(run_id: str) -> None:
