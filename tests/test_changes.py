@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 
 import pytest
 
@@ -17,6 +16,7 @@ from explorer.records import CHANGE, change_records, record_kind, split_records
 from explorer.runs import RunStore, check_record, open_run
 from explorer.spec import diff_specs, parse_spec, parse_text, resolve
 from explorer.training import Trainer, TrainerConfig
+from waiting import wait
 
 FAST = {"data": "ring8", "steps": 40, "batch_size": 32, "log_every": 1, "metrics": "none", "snapshot_every": 20,
         "checkpoint_every": 20, "snapshot_size": 32, "device": "cpu", "seed": 3,
@@ -25,14 +25,6 @@ AT = 12  # the step boundary of the change: after step 12, before step 13
 CHANGE_SET = {"optim.generator.lr": 3e-3, "k_d": 2, "objective": "minimax"}
 RESOLVED = {"optim.generator.lr": 3e-3, "k_d": 2, "objective": {"name": "minimax", "label_smoothing": 0.0}}
 
-
-def wait(pred, timeout=120.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if pred():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def losses(records):

@@ -5,7 +5,6 @@ cannot be batched trained one after another with the reason, never an error."""
 from __future__ import annotations
 
 import json
-import math
 
 import numpy as np
 import pytest
@@ -19,6 +18,7 @@ from explorer.runs import RunStore
 from explorer.spec import load_spec_file, parse_spec, resolve
 from explorer.training import TrainerConfig
 from plugins.gan_objectives import NonSaturating
+from waiting import wait
 
 PRESETS = __import__("pathlib").Path(__file__).resolve().parents[1] / "explorer" / "presets"
 TINY = {"data": "ring8", "generator": {"name": "mlp", "depth": 2, "width": 32},
@@ -194,17 +194,6 @@ def test_the_moving_average_and_packing_batch_too(tmp_path):
 
 
 # -- the app's seed ensembles: one worker process trains them, each seed a live run ------------------------
-def _wait(pred, timeout=120.0):
-    import time
-
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return False
-
-
 @pytest.mark.parametrize("backend", ["process", "thread"])
 def test_the_manager_trains_an_ensemble_live_and_stops_one_seed(tmp_path, backend):
     from explorer.errors import ExplorerError
@@ -215,16 +204,16 @@ def test_the_manager_trains_an_ensemble_live_and_stops_one_seed(tmp_path, backen
         specs = _specs(seeds=(0, 1, 2), steps=4000, log_every=10, snapshot_every=1000, checkpoint_every=1000)
         runs = mgr.start_ensemble(specs, owner="t", names=[f"s{s.seed}" for s in specs])
         assert all(r.backend == "vectorised" for r in runs)
-        assert _wait(lambda: all(r.state.step >= 20 and r.state.view().history for r in runs)), "live progress for every seed"
-        assert _wait(lambda: all(r.state.snapshot is not None for r in runs))
+        assert wait(lambda: all(r.state.step >= 20 and r.state.view().history for r in runs)), "live progress for every seed"
+        assert wait(lambda: all(r.state.snapshot is not None for r in runs))
         with pytest.raises(ExplorerError, match="vectorised backend, which cannot pause"):
             mgr.pause(runs[0].id)
         mgr.stop(runs[1].id)
-        assert _wait(lambda: runs[1].status == "stopped")
+        assert wait(lambda: runs[1].status == "stopped")
         assert runs[0].active and runs[2].active, "the other seeds train on"
         mgr.stop(runs[0].id)
         mgr.stop(runs[2].id)
-        assert _wait(lambda: not any(r.active for r in runs))
+        assert wait(lambda: not any(r.active for r in runs))
         for r in runs:
             st = r.store.read_status()
             assert st["status"] == "stopped" and st.get("vectorised") == 3
@@ -240,7 +229,7 @@ def test_an_ensemble_the_manager_cannot_batch_trains_its_seeds_one_after_another
     try:
         specs = _specs(steps=8, generator={"name": "mlp", "depth": 2, "width": 32, "norm": "batch"})
         runs = mgr.start_ensemble(specs, owner="t", names=["a", "b"])
-        assert _wait(lambda: not any(r.active for r in runs))
+        assert wait(lambda: not any(r.active for r in runs))
         assert [r.status for r in runs] == ["finished", "finished"]
         assert all("keeps buffers" in (r.note or "") for r in runs)
         assert all("keeps buffers" in r.store.read_status()["vectorise_note"] for r in runs)
@@ -279,7 +268,7 @@ def test_the_compare_page_vectorises_seeds_when_asked(tmp_path, monkeypatch):
         runs = manager.runs()
         assert len(runs) == 4 and {r.backend for r in runs} == {"vectorised"}
         assert len({id(r.group) for r in runs}) == 2, "one ensemble per variant"
-        assert _wait(lambda: not any(r.active for r in runs), 120)
+        assert wait(lambda: not any(r.active for r in runs), 120)
         assert [r.status for r in runs] == ["finished"] * 4
     finally:
         manager.stop_all(wait=20)
@@ -315,7 +304,7 @@ def test_the_train_page_says_why_a_seed_of_an_ensemble_cannot_pause(tmp_path, mo
     manager = get_manager()
     try:
         runs = manager.start_ensemble(_specs(steps=100_000, log_every=10), owner="t", names=["a", "b"])
-        assert _wait(lambda: runs[0].state.status == "running")
+        assert wait(lambda: runs[0].state.status == "running")
         at.run()
         [pick] = [s for s in at.selectbox if s.label == "Run"]
         pick.set_value(runs[0].id).run()

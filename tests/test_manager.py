@@ -12,19 +12,12 @@ from explorer.manager import RunManager
 from explorer.runs import list_runs, open_run
 from explorer.spec import parse_spec
 from explorer.training import TrainerConfig
+from waiting import wait
 
 FAST = {"data": "ring8", "steps": 40, "batch_size": 32, "log_every": 10, "metrics": "none", "snapshot_every": 20,
         "checkpoint_every": 20, "snapshot_size": 32, "device": "cpu",
         "generator": {"name": "mlp", "width": 16}, "discriminator": {"name": "mlp", "width": 16}}
 
-
-def wait(pred, timeout=60.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if pred():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 @pytest.fixture

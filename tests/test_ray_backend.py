@@ -21,6 +21,7 @@ from explorer import compare, ray_backend
 from explorer.cli import main
 from explorer.errors import ExplorerError
 from explorer.runs import RunStore, iter_runs
+from waiting import wait
 
 TINY = {
     "name": "tiny", "data": "ring8", "objective": "nonsaturating", "steps": 40, "batch_size": 32, "log_every": 5,
@@ -65,14 +66,6 @@ def local_compare(ray_instance, spec_file, tmp_path_factory):
     assert main(["compare", str(spec_file), *VARY, "--out", str(out), "--quiet"]) == 0
     return json.loads((out / "compare.json").read_text())
 
-
-def wait(pred, timeout=60.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def _files(root: Path) -> set[str]:

@@ -17,19 +17,12 @@ from explorer.manager import RunManager
 from explorer.registry import get_registry
 from explorer.spec import parse_spec
 from explorer.training import TrainerConfig
+from waiting import wait
 
 FAST = {"data": "ring8", "steps": 60, "batch_size": 32, "log_every": 10, "metrics": "none", "snapshot_every": 20,
         "checkpoint_every": 20, "snapshot_size": 32, "device": "cpu", "seed": 3,
         "generator": {"name": "mlp", "width": 16}, "discriminator": {"name": "mlp", "width": 16}}
 
-
-def wait(pred, timeout=120.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 @pytest.fixture
