@@ -62,7 +62,9 @@ def _check_layout(page, name: str) -> None:
     """Side by side, labelled, apart from each other and from the curves, within the page; a screenshot."""
     average, raw, curves, labels = _layout(page)
     page.screenshot(path=str(ARTIFACTS / name), full_page=True)
-    assert average["width"] > 200 and raw["width"] > 200, (average, raw)
+    # readable: a frame follows the samples (3:2 across, or upright when they spread up and down)
+    assert min(average["width"], average["height"]) > 150 and max(average["width"], average["height"]) >= 240, average
+    assert (raw["width"], raw["height"]) == (average["width"], average["height"]), (average, raw)
     assert abs(average["y"] - raw["y"]) < 2 and average["x"] + average["width"] <= raw["x"], (average, raw)  # side by side
     assert _apart(average, curves) and _apart(raw, curves), (average, raw, curves)
     for box in (average, raw, curves):

@@ -179,9 +179,11 @@ def draw_live(view: RunView, name: str, critic: Critic, key: str, starting: bool
     # the curves take the rest of the row, but never less than a readable 340 px: below that they wrap
     css = (f".st-key-{key}_row > div:has(> .st-key-{key}_curves) {{ min-width: min(340px, 100%); "
            "flex: 1 1 340px; }")
-    if kind != "2d" and views.ema_settings(ema) and st.session_state.get(f"{key}.raw"):
-        # the averaged and the raw G side by side: room for both (2-D views size themselves), the curves below
-        css += f" .st-key-{key}_row > div:has(> .st-key-{key}_view) {{ min-width: min({2 * views.PAIR_MIN_WIDTH + 24}px, 100%); }}"
+    if views.ema_settings(ema) and st.session_state.get(f"{key}.raw"):
+        # the averaged and the raw G side by side: room for both, the curves below (a 2-D view sizes itself,
+        # and a row of content-sized views would otherwise shrink and stack them while the charts first draw)
+        pair = 2 * (views.PAIR_HEIGHT + 70 if kind == "2d" else views.PAIR_MIN_WIDTH) + 24  # 2-D: + its legend
+        css += f" .st-key-{key}_row > div:has(> .st-key-{key}_view) {{ min-width: min({pair}px, 100%); }}"
     st.html(f"<style>{css}</style>")
     with st.container(horizontal=True, gap="large", key=f"{key}_row"):
         with st.container(key=f"{key}_view", width="content" if kind == "2d" else "stretch"):

@@ -522,7 +522,7 @@ RAW_TOGGLE = "raw G beside the average"
 RAW_TOGGLE_HELP = ("The picture shows the moving average of G's weights (spec `ema`, Yazıcı et al. 2019). This draws the "
                    "raw G beside it: the generator the optimiser steps and D is trained against, on the same latent "
                    "codes and the same axes.")
-PAIR_HEIGHT = 360  # the 2-D view's size when the averaged and the raw G are drawn side by side
+PAIR_HEIGHT = 300  # the 2-D view's size when the averaged and the raw G are drawn side by side (two, with legends, fit 1,250 px)
 PAIR_MIN_WIDTH = 360  # each 1-D view's and image grid's least width then
 Y_AXIS_PX = 64  # what a 1-D view's y axis adds to the width Streamlit gives it
 
