@@ -402,3 +402,23 @@ def train_seeds(specs: Sequence[Spec], folders: Sequence[str | Path | None], reg
         for store in stores:
             mark_live(store.id, False)
     return stores, None
+
+
+def train_here(specs: Sequence[Spec], stores: Sequence[RunStore], states: Sequence[RunState],
+               attach: Sequence[Callable[[Trainer], None]], registry: Registry | None = None,
+               config: TrainerConfig | None = None, on_fallback: Callable[[str], None] | None = None) -> str | None:
+    """Train seeds whose run folders exist (the app's ensembles): as one ensemble when they batch, else one
+    after another in this thread, each folder's status saying why (``vectorise_note``; ``on_fallback(reason)``
+    first). ``attach[i]`` receives seed ``i``'s trainer (its steering). Returns that reason, or None."""
+    from explorer.execute import execute
+
+    trained, reason = train_seeds(specs, [None] * len(specs), registry, config=config, states=states, stores=stores,
+                                  on_trainers=lambda ts: [a(t) for a, t in zip(attach, ts)])
+    if trained is None:
+        assert reason is not None
+        if on_fallback is not None:
+            on_fallback(reason)
+        for store, spec, state, attach_one in zip(stores, specs, states, attach):
+            store.write_status("queued", vectorise_note=reason)
+            execute(store, spec, state, registry, on_trainer=attach_one, config=config)
+    return reason

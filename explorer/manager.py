@@ -156,6 +156,12 @@ def _follow(state: RunState, event: tuple[Any, ...]) -> None:
         state.update(snapshot=event[1])
 
 
+def _note_fallback(runs: Sequence[ManagedRun], reason: str) -> None:
+    """The seeds of an ensemble that could not be batched say why (the Compare page shows it)."""
+    for run in runs:
+        run.note = f"trained one after another, not as one batched model: {reason}"
+
+
 def default_max_runs() -> int:
     env = os.environ.get("GENEX_MAX_RUNS")
     if env and env.isdigit() and int(env) > 0:
@@ -269,8 +275,7 @@ class RunManager:
         ended: set[int] = set()
         while (msg := worker.recv()) is not None:
             if msg[0] == "note":
-                for run in runs:
-                    run.note = f"trained one after another, not as one batched model: {msg[1]}"
+                _note_fallback(runs, msg[1])
             if msg[0] != "member" or not 0 <= msg[1] < len(runs):
                 continue
             run, event = runs[msg[1]], msg[2:]
@@ -288,20 +293,13 @@ class RunManager:
 
     def _train_ensemble_here(self, runs: list[ManagedRun]) -> None:
         from explorer import ensemble
-        from explorer.execute import execute
 
         steerings = [Steering() for _ in runs]
         for run, steering in zip(runs, steerings):
             run.attach_driver(steering.command)
-        trained, reason = ensemble.train_seeds([r.spec for r in runs], [None] * len(runs), self.registry,
-                                               config=self.config, states=[r.state for r in runs],
-                                               stores=[r.store for r in runs],
-                                               on_trainers=lambda ts: [s.attach(t) for s, t in zip(steerings, ts)])
-        if trained is None:
-            for run, steering in zip(runs, steerings):
-                run.note = f"trained one after another, not as one batched model: {reason}"
-                run.store.write_status("queued", vectorise_note=reason)
-                execute(run.store, run.spec, run.state, self.registry, on_trainer=steering.attach, config=self.config)
+        ensemble.train_here([r.spec for r in runs], [r.store for r in runs], [r.state for r in runs],
+                            [s.attach for s in steerings], self.registry, self.config,
+                            on_fallback=lambda reason: _note_fallback(runs, reason))
 
     def _launch_group(self, group: RunGroup) -> int:
         """Start a group's driver thread; returns the slots it takes. Under the lock."""

@@ -308,7 +308,6 @@ def _run_ensemble_job(job: dict[str, Any], cmd: Connection, outbox: _Outbox) -> 
     into each run's status (``vectorise_note``)."""
     from explorer import ensemble
     from explorer.device import configure_threads
-    from explorer.execute import execute
     from explorer.registry import get_registry
     from explorer.runs import ACTIVE, RunStore
     from explorer.spec import resolve
@@ -344,19 +343,13 @@ def _run_ensemble_job(job: dict[str, Any], cmd: Connection, outbox: _Outbox) -> 
     try:
         registry = get_registry()
         specs = [resolve(s, registry) for s in job["specs"]]
-        trained, reason = ensemble.train_seeds(specs, [None] * len(specs), registry, config=config, states=states,
-                                               stores=stores, on_trainers=lambda ts: [s.attach(t) for s, t in zip(steerings, ts)])
+        ensemble.train_here(specs, stores, states, [s.attach for s in steerings], registry, config,
+                            on_fallback=lambda reason: outbox.put("note", reason))
     except Exception as exc:  # a spec this worker cannot build: each seed says so, in its folder first
         msg = f"the worker could not build the runs' specs: {exc}"
         for store, state in zip(stores, states):
             store.write_status("failed", error=msg)
             state.update(status="failed", error=msg)
-    else:
-        if trained is None:  # cannot be batched: one after another, here, with the reason
-            outbox.put("note", reason)
-            for store, spec, state, steering in zip(stores, specs, states, steerings):
-                store.write_status("queued", vectorise_note=reason)
-                execute(store, spec, state, registry, on_trainer=steering.attach, config=config)
     done.set()
     for i, state in enumerate(states):
         outbox.put("member", i, "done", state.status, state.error)
