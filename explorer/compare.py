@@ -392,8 +392,9 @@ def train_variants(variants: Sequence[Variant], out: Path, jobs: int = 1, device
     """Train every variant into ``out/runs/<nn>-<label>``, ``jobs`` at a time; a failed run does not stop the rest.
 
     ``vectorise``: the seeds of each variant train as one batched model (:mod:`explorer.ensemble`), one
-    variant after another; a variant whose pipeline cannot be batched trains its seeds separately, with
-    the reason in its results' ``note``.
+    variant after another, each with every core to try (:func:`~explorer.device.spare_threads`); a
+    variant whose pipeline cannot be batched trains its seeds separately, with the reason in its
+    results' ``note``.
     """
     from explorer.execute import run_foreground
     from explorer.training import TrainerConfig
@@ -427,6 +428,7 @@ def train_variants(variants: Sequence[Variant], out: Path, jobs: int = 1, device
     notes: dict[int, str] = {}
     if vectorise:
         from explorer import ensemble
+        from explorer.device import spare_threads
 
         groups: dict[str, list[int]] = {}
         for i, v in enumerate(variants):
@@ -437,7 +439,8 @@ def train_variants(variants: Sequence[Variant], out: Path, jobs: int = 1, device
             t0 = time.monotonic()
             try:
                 stores, reason = ensemble.train_seeds([variants[i].spec for i in members], [folder(i) for i in members],
-                                                      registry=registry, config=config)
+                                                      registry=registry, config=config, threads=spare_threads(),
+                                                      log=(lambda m, label=label: log(f"{label}: {m}")) if log else None)
             except ExplorerError as exc:  # the spec cannot be built: the runs alone say so, each in its folder
                 stores, reason = None, str(exc)
             if stores is None:

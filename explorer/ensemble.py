@@ -36,7 +36,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from explorer.components import normalise_loss
-from explorer.device import autocast, describe
+from explorer.device import ThreadTuner, autocast, describe
 from explorer.errors import one_line
 from explorer.pipeline import Pipeline, _module_attrs, make_optimizer
 from explorer.registry import Registry, get_registry
@@ -112,8 +112,10 @@ def static_reason(pipelines: Sequence[Pipeline]) -> str | None:
 class Ensemble:
     """Trains several trainers' pipelines (one spec, several seeds) as one batched model, in lockstep."""
 
-    def __init__(self, trainers: Sequence[Trainer]) -> None:
+    def __init__(self, trainers: Sequence[Trainer], threads: int = 1) -> None:
         self.trainers = list(trainers)
+        #: the batched step's thread count, the faster of the process's and ``threads``, measured as it trains
+        self.tuner = ThreadTuner(threads if trainers and trainers[0].p.device.type == "cpu" else 1)
         self.pipes = [t.p for t in self.trainers]
         p0 = self.pipes[0]
         self.n = len(self.pipes)
@@ -327,32 +329,36 @@ class Ensemble:
             if i in self.active:  # wrap_up went well
                 end(i, status)
 
-        for i in list(self.active):
-            phase(i, self.trainers[i].begin)
-        while self.active:
-            waiting = False
+        try:
             for i in list(self.active):
-                t = self.trainers[i]
-                if t.p.step >= t.spec.steps:
-                    close(i, "finished")
-                    continue
-                turn = phase(i, t.next_turn)
-                if turn == "stop":
-                    close(i, "stopped")
-                elif turn == "wait":
-                    waiting = True  # a paused seed holds the ensemble (its seeds step together)
-            if not self.active or waiting:
-                continue
-            for i in self.active:
-                self.trainers[i]._in_step = True
-            try:
-                self.train_step()
-            except (Exception, SystemExit) as exc:  # a component raised: every seed shares it
+                phase(i, self.trainers[i].begin)
+            while self.active:
+                waiting = False
                 for i in list(self.active):
-                    end(i, self.trainers[i].fail(exc))
-                break
-            for i in list(self.active):
-                phase(i, self.trainers[i].end_step)  # a non-finite loss ends that seed only
+                    t = self.trainers[i]
+                    if t.p.step >= t.spec.steps:
+                        close(i, "finished")
+                        continue
+                    turn = phase(i, t.next_turn)
+                    if turn == "stop":
+                        close(i, "stopped")
+                    elif turn == "wait":
+                        waiting = True  # a paused seed holds the ensemble (its seeds step together)
+                if not self.active or waiting:
+                    continue
+                for i in self.active:
+                    self.trainers[i]._in_step = True
+                try:
+                    with self.tuner:
+                        self.train_step()
+                except (Exception, SystemExit) as exc:  # a component raised: every seed shares it
+                    for i in list(self.active):
+                        end(i, self.trainers[i].fail(exc))
+                    break
+                for i in list(self.active):
+                    phase(i, self.trainers[i].end_step)  # a non-finite loss ends that seed only
+        finally:
+            self.tuner.restore()
         return statuses
 
 
@@ -368,10 +374,13 @@ def train_seeds(specs: Sequence[Spec], folders: Sequence[str | Path | None], reg
                 config: TrainerConfig | None = None, root: str | Path | None = None,
                 on_trainers: Callable[[list[Trainer]], None] | None = None,
                 states: Sequence[RunState] | None = None,
-                stores: Sequence[RunStore] | None = None) -> tuple[list[RunStore] | None, str | None]:
+                stores: Sequence[RunStore] | None = None, threads: int = 1,
+                log: Callable[[str], None] | None = None) -> tuple[list[RunStore] | None, str | None]:
     """Train the seeds of one variant as one ensemble, each into its own run folder (``folders[i]``, or
     ``stores[i]`` when the caller made them). Returns ``(stores, None)``; or ``(None, reason)`` when
-    they cannot be batched, before anything is written, so that the caller trains them one by one."""
+    they cannot be batched, before anything is written, so that the caller trains them one by one.
+    ``threads``: the most intra-op threads the batched step may use (:class:`~explorer.device.ThreadTuner`
+    picks; ``log`` hears which it used)."""
     from explorer.execute import attach_store
 
     registry = registry or get_registry()
@@ -380,7 +389,7 @@ def train_seeds(specs: Sequence[Spec], folders: Sequence[str | Path | None], reg
         return None, reason
     states = list(states) if states is not None else [RunState(s.steps) for s in specs]
     trainers = [Trainer(p, state, config) for p, state in zip(pipes, states)]
-    ensemble = Ensemble(trainers)
+    ensemble = Ensemble(trainers, threads)
     reason = ensemble.trial()
     if reason is not None:
         return None, reason
@@ -401,6 +410,8 @@ def train_seeds(specs: Sequence[Spec], folders: Sequence[str | Path | None], reg
     finally:
         for store in stores:
             mark_live(store.id, False)
+    if log is not None and ensemble.tuner.active:
+        log(f"the batched step ran on {ensemble.tuner.summary()}")
     return stores, None
 
 

@@ -193,6 +193,55 @@ def test_the_moving_average_and_packing_batch_too(tmp_path):
         np.testing.assert_allclose(store.load_snapshot().fake, alone.load_snapshot().fake, rtol=1e-3, atol=1e-4)
 
 
+
+def test_the_batched_step_keeps_the_faster_thread_count_and_gives_the_process_its_own_back():
+    """The ensemble's step runs on whichever of 1 and ``most`` threads its timings show faster (a busy
+    machine makes two spinning threads slower than one), rechecked every ``period`` steps."""
+    import time as _time
+
+    from explorer.device import ThreadTuner
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for slow, fast in ((2, 1), (1, 2)):
+            tuner = ThreadTuner(2, period=20, probe=3)
+            assert tuner.active
+            for _ in range(60):
+                with tuner:
+                    _time.sleep(0.004 if torch.get_num_threads() == slow else 0.001)
+            assert tuner.best == fast
+            assert tuner.used[fast] > 45 and tuner.used[slow] >= 9  # three re-checks, 4 steps each
+            assert f"{fast} thread" in tuner.summary().split(",")[0]
+            tuner.restore()
+            assert torch.get_num_threads() == 1
+        assert not ThreadTuner(1).active  # one core, or GENEX_TORCH_THREADS: nothing to choose
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_an_ensemble_trains_the_same_numbers_on_one_thread_or_two(tmp_path):
+    """What lets the thread count follow the machine's load: it does not change a run's numbers (the
+    ring8 preset's networks and batch, on this CPU's MKL and torch's reductions)."""
+    raw = load_spec_file(PRESETS / "ring8-nonsaturating.toml")
+    raw.update(steps=24, log_every=1, metric_every=0, snapshot_every=24)
+    specs = [resolve({**raw, "seed": s}, get_registry()) for s in (0, 1)]
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        heard: list[str] = []
+        one, _ = ensemble.train_seeds(specs, [tmp_path / f"one-{s.seed}" for s in specs], config=CONFIG)
+        two, _ = ensemble.train_seeds(specs, [tmp_path / f"two-{s.seed}" for s in specs], config=CONFIG,
+                                      threads=2, log=heard.append)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    assert heard and "2 threads for" in heard[0] and "1 thread for" in heard[0]
+    for a, b in zip(one, two):
+        for key in ("d_loss", "g_loss"):
+            np.testing.assert_allclose(_losses(b, key), _losses(a, key), rtol=1e-6, atol=0)
+
+
 # -- the app's seed ensembles: one worker process trains them, each seed a live run ------------------------
 @pytest.mark.parametrize("backend", ["process", "thread"])
 def test_the_manager_trains_an_ensemble_live_and_stops_one_seed(tmp_path, backend):
