@@ -104,8 +104,8 @@ def test_a_seed_that_diverges_fails_alone_and_a_stopped_one_stops_alone(tmp_path
     ensemble_of = []
     original = ensemble.Ensemble.__init__
 
-    def remember(self, trainers):
-        original(self, trainers)
+    def remember(self, trainers, *args, **kwargs):
+        original(self, trainers, *args, **kwargs)
         ensemble_of.append(self)
 
     with pytest.MonkeyPatch.context() as mp:
