@@ -329,28 +329,23 @@ class _Stream:
 
 
 def _streaming_state(stream: _Stream, total_steps: int) -> Any:
-    """A RunState that also streams every change to the driver (as the app's worker processes do)."""
+    """A RunState that also streams every change to the driver (as the app's worker processes do),
+    snapshots at most every ``snapshot_every_s`` and the last one before the final status."""
     from explorer.runs import ACTIVE
     from explorer.training import RunState
 
-    class StreamingState(RunState):
-        def update(self, **fields: Any) -> None:
-            super().update(**fields)
-            snap = fields.pop("snapshot", None)
-            if snap is not None:
-                stream.snapshot(snap)
-            if fields.get("status") not in (None, *ACTIVE) and stream.held is not None:
+    def forward(state: RunState, kind: str, payload: Any) -> None:
+        if kind == "snapshot":
+            stream.snapshot(payload)
+        elif kind == "state":
+            if payload.get("status") not in (None, *ACTIVE) and stream.held is not None:
                 stream.snapshot(stream.held, last=True)  # the last picture before the final status
-            if fields:
-                stream.put("state", self.step, fields)
-            stream.flush()
+            stream.put("state", state.step, payload)
+        else:
+            stream.put("record", int(payload.get("step", state.step)), payload)
+        stream.flush()
 
-        def add_record(self, record: dict[str, Any]) -> None:
-            super().add_record(record)
-            stream.put("record", int(record.get("step", self.step)), record)
-            stream.flush()
-
-    return StreamingState(total_steps)
+    return RunState(total_steps, forward=forward)
 
 
 def _train_task(job: dict[str, Any], inbox: Any, bundle: bytes | None, hook: Callable[[Any, int], None] | None) -> dict[str, Any]:

@@ -50,8 +50,13 @@ class RunView:
 class RunState:
     """What a running training shares with its readers, behind a lock. Bounded in memory."""
 
-    def __init__(self, total_steps: int = 0, device: str = "") -> None:
+    def __init__(self, total_steps: int = 0, device: str = "",
+                 forward: Callable[["RunState", str, Any], None] | None = None) -> None:
+        """``forward(state, kind, payload)``, when given, hears every change after it is applied, for a
+        process that trains on behalf of another (the app's workers, Ray tasks): ``("snapshot", snap)``,
+        then ``("state", fields)`` for the other fields of one update, and ``("record", record)``."""
         self._lock = threading.Lock()
+        self._forward = forward
         self.status = "queued"
         self.step = 0
         self.total_steps = total_steps
@@ -67,6 +72,12 @@ class RunState:
             for k, v in fields.items():
                 setattr(self, k, v)
             self.updated = time.time()
+        if self._forward is not None:
+            snap = fields.pop("snapshot", None)
+            if snap is not None:
+                self._forward(self, "snapshot", snap)
+            if fields:
+                self._forward(self, "state", fields)
 
     def add_record(self, record: dict[str, Any]) -> None:
         with self._lock:
@@ -78,6 +89,8 @@ class RunState:
                 older = [r for i, r in enumerate(self.history[:half]) if i % 2 == 0 or r.get("kind") == CHANGE]
                 self.history = older + self.history[half:]
             self.updated = time.time()
+        if self._forward is not None:
+            self._forward(self, "record", record)
 
     def view(self) -> RunView:
         with self._lock:

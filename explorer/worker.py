@@ -226,20 +226,7 @@ def _forwarding_state(outbox: _Outbox, total_steps: int) -> Any:
     """A RunState that also sends every change to the supervisor."""
     from explorer.training import RunState
 
-    class ForwardingState(RunState):
-        def update(self, **fields: Any) -> None:
-            super().update(**fields)
-            snap = fields.pop("snapshot", None)
-            if fields:
-                outbox.put("state", fields)
-            if snap is not None:
-                outbox.put("snapshot", snap)
-
-        def add_record(self, record: dict[str, Any]) -> None:
-            super().add_record(record)
-            outbox.put("record", record)
-
-    return ForwardingState(total_steps)
+    return RunState(total_steps, forward=lambda _state, kind, payload: outbox.put(kind, payload))
 
 
 def _run_job(job: dict[str, Any], cmd: Connection, outbox: _Outbox) -> None:
