@@ -140,7 +140,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     from explorer import compare
     from explorer.errors import SpecError
     from explorer.runs import fresh_folder, runs_root
-    from explorer.spec import load_spec_file
+    from explorer.spec import apply_overrides, load_spec_file
 
     if args.backend == "ray":
         from explorer import ray_backend
@@ -162,7 +162,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     log = None if args.quiet else (lambda msg: print(msg, flush=True))
     if log:
         log(f"comparing {len(variants)} runs of {name} -> {out}")
-    written = {**base, **({"steps": args.steps} if args.steps else {})}
+    written = apply_overrides(dict(base), {"steps": args.steps})
     if args.backend == "ray":
         try:
             results = ray_backend.train_variants(variants, out, address=args.address, jobs=args.jobs, log=log)

@@ -36,7 +36,7 @@ from explorer.errors import ExplorerError, SpecError, one_line
 from explorer.records import LOSS, record_kind
 from explorer.registry import Registry, get_registry
 from explorer.runs import RunStore, atomic_write_bytes, atomic_write_json
-from explorer.spec import Spec, diff_specs, parse_value, resolve, set_path
+from explorer.spec import Spec, apply_overrides, diff_specs, parse_value, resolve, set_path
 
 NOT_SERIES = {"step", "time", "steps_per_s"}
 # Metric keys where larger is better (everything else: distances, divergences, losses, smaller is better).
@@ -132,9 +132,7 @@ def expand_variants(base: Mapping[str, Any], varies: Sequence[tuple[str, Sequenc
     registry = registry or get_registry()
     base_raw = copy.deepcopy(dict(base))
     base_raw.pop("provenance", None)
-    for key, value in overrides.items():
-        if value is not None:
-            base_raw[key] = value
+    apply_overrides(base_raw, overrides)
     base_seed = int(base_raw.get("seed", 0))
     seed_list = [base_seed + i for i in range(int(seeds))] if isinstance(seeds, int) else [int(s) for s in seeds]
     if not seed_list:

@@ -666,10 +666,23 @@ def parse_spec(source: str | Path | Mapping[str, Any], registry: Registry | None
         raw = load_spec_file(source)
     else:
         raw = parse_text(str(source))
-    for key, value in overrides.items():
-        if value is not None:
-            raw[key] = value
+    apply_overrides(raw, overrides)
     return resolve(raw, registry)
+
+
+def apply_overrides(raw: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Set top-level fields of a raw spec in place (None: left as it is). ``steps`` shortening a run
+    drops the entries of its ``changes`` log that would come after the new end (``genex run PRESET
+    --steps 200`` on a preset whose learning rate drops at step 2,500), rather than refusing them."""
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        raw[key] = value
+        changes = raw.get("changes")
+        if key == "steps" and isinstance(value, int) and isinstance(changes, list):
+            raw["changes"] = [c for c in changes if not (isinstance(c, dict) and isinstance(c.get("step"), int)
+                                                          and not isinstance(c.get("step"), bool) and c["step"] > value)]
+    return raw
 
 
 # ----------------------------------------------------------------------------------------------

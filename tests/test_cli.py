@@ -110,6 +110,23 @@ def test_every_preset_is_a_valid_spec():
         resolve(load_spec_file(path))
 
 
+
+def test_steps_shortening_a_preset_drops_the_changes_after_its_end(tmp_path, capsys):
+    """``--steps`` on a preset whose change log goes further (grid25-ema-mmd lowers its learning rates at
+    step 2,500): the run trains, and its spec keeps only the changes that come."""
+    from explorer.cli import main
+    from explorer.runs import RunStore
+    from explorer.spec import parse_spec
+
+    preset = ROOT / "explorer" / "presets" / "grid25-ema-mmd.toml"
+    assert parse_spec(preset).changes[0]["step"] == 2500
+    assert parse_spec(preset, steps=2500).changes and not parse_spec(preset, steps=2499).changes
+    out = tmp_path / "run"
+    assert main(["run", str(preset), "--steps", "6", "--out", str(out)]) == 0, capsys.readouterr().err
+    assert RunStore(out).read_status()["status"] == "finished"
+    assert "changes" not in RunStore(out).read_spec()
+
+
 def test_plugins_check_exits_1_when_a_plugin_failed_to_load(capsys):
     from explorer import hookimpl
     from explorer.cli import main
