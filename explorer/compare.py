@@ -140,6 +140,9 @@ def expand_variants(base: Mapping[str, Any], varies: Sequence[tuple[str, Sequenc
     paths = [p for p, _ in varies]
     if len(set(paths)) != len(paths):
         raise SpecError("--vary", "each field may be varied once; put all its values in one --vary")
+    if "seed" in paths and len(seed_list) > 1:
+        raise SpecError("--vary", "seed is varied and --seeds asks for several seeds per variant; use one of them "
+                                  "(--seeds N trains the spec's seed, +1, ...)")
     combos = list(itertools.product(*[list(v) for _, v in varies])) or [()]
     if len(combos) * len(seed_list) > MAX_RUNS:
         raise SpecError("--vary", f"{len(combos) * len(seed_list)} runs asked for; at most {MAX_RUNS} in one comparison")
@@ -148,15 +151,15 @@ def expand_variants(base: Mapping[str, Any], varies: Sequence[tuple[str, Sequenc
         changes = dict(zip(paths, combo))
         for seed in seed_list:
             raw = copy.deepcopy(base_raw)
-            for path, value in changes.items():
-                set_path(raw, path, value)
             raw["seed"] = seed
+            for path, value in changes.items():  # a varied seed is the variant's own
+                set_path(raw, path, value)
             label = variant_label(changes, seed if len(seed_list) > 1 else None)
             try:
                 spec = resolve(raw, registry)
             except SpecError as exc:
                 raise SpecError(exc.field, f"{exc.message} (in variant {one_line(label)[:200]})") from None
-            out.append(Variant(label, changes, seed, raw, spec))
+            out.append(Variant(label, changes, spec.seed, raw, spec))
     return out
 
 

@@ -63,6 +63,16 @@ def test_variants_are_the_cartesian_product_times_the_seeds_and_share_everything
     assert all(v.spec.data.name == "ring8" and v.spec.batch_size == 32 for v in variants)
 
 
+
+def test_a_varied_seed_is_the_variants_own():
+    """``--vary seed=3,4`` trains seeds 3 and 4 (it once trained the spec's seed under those labels);
+    with --seeds > 1 as well it is refused, saying which to use."""
+    variants = compare.expand_variants(TINY, [("seed", [3, 4])])
+    assert [(v.label, v.seed, v.spec.seed) for v in variants] == [("seed=3", 3, 3), ("seed=4", 4, 4)]
+    with pytest.raises(SpecError, match="--seeds"):
+        compare.expand_variants(TINY, [("seed", [3, 4])], seeds=2)
+
+
 def test_a_variant_that_does_not_resolve_is_named_before_anything_trains():
     with pytest.raises(SpecError, match="in variant objective=nosuch"):
         compare.expand_variants(TINY, [("objective", ["minimax", "nosuch"])])
