@@ -23,7 +23,8 @@ FAST = {"data": "ring8", "steps": 40, "batch_size": 32, "log_every": 1, "metrics
         "generator": {"name": "mlp", "width": 16}, "discriminator": {"name": "mlp", "width": 16}}
 AT = 12  # the step boundary of the change: after step 12, before step 13
 CHANGE_SET = {"optim.generator.lr": 3e-3, "k_d": 2, "objective": "minimax"}
-RESOLVED = {"optim.generator.lr": 3e-3, "k_d": 2, "objective": {"name": "minimax", "label_smoothing": 0.0}}
+RESOLVED = {"optim.generator.lr": 3e-3, "k_d": 2, "objective": {"name": "minimax", "label_smoothing": 0.0, "mmd_weight": 0.0,
+                                                              "mmd_bandwidths": [0.5, 1.0, 2.0]}}
 
 
 

@@ -91,7 +91,7 @@ def test_setting_a_slot_to_its_own_name_keeps_the_tuned_parameters():
     set_path(raw, "objective", "mmd")
     assert resolve(raw).objective.params["bandwidths"] == [0.01, 0.1]
     set_path(raw, "objective", "minimax")  # another component: its own defaults
-    assert resolve(raw).objective.params == {"label_smoothing": 0.0}
+    assert resolve(raw).objective.params == {"label_smoothing": 0.0, "mmd_weight": 0.0, "mmd_bandwidths": [0.5, 1.0, 2.0]}
     set_path(raw, "objective", "mmd")
     assert resolve(raw).objective.params["bandwidths"] != [0.01, 0.1]
 
