@@ -114,17 +114,22 @@ def configure_threads(share: int = 2) -> int:
     slow everything down by an order of magnitude when several runs (or other programs) share the
     cores. ``GENEX_TORCH_THREADS`` overrides the count.
     """
-    env = os.environ.get("GENEX_TORCH_THREADS", "")
-    n = int(env) if env.isdigit() and int(env) > 0 else max(1, (os.cpu_count() or 2) // max(1, share))
+    n = env_threads() or max(1, (os.cpu_count() or 2) // max(1, share))
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
     return n
 
 
+def env_threads() -> int | None:
+    """The thread count ``GENEX_TORCH_THREADS`` fixes (a positive integer), or None."""
+    env = os.environ.get("GENEX_TORCH_THREADS", "")
+    return int(env) if env.isdigit() and int(env) > 0 else None
+
+
 def spare_threads(share: int = 1) -> int:
     """The intra-op threads a job may try when it has ``1/share`` of the cores to itself (a batched
     ensemble is big enough to gain from them); ``GENEX_TORCH_THREADS`` fixes the count instead (1 returned)."""
-    if os.environ.get("GENEX_TORCH_THREADS", "").isdigit():
+    if env_threads():
         return 1
     return max(1, (os.cpu_count() or 1) // max(1, share))
 
@@ -149,6 +154,7 @@ class ThreadTuner:
         self._plan: list[int] = []
         self._times: dict[int, list[float]] = {}
         self._t0 = 0.0
+        self._switched = False
 
     @property
     def active(self) -> bool:

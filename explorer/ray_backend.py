@@ -361,8 +361,9 @@ def _train_task(job: dict[str, Any], inbox: Any, bundle: bytes | None, hook: Cal
     from explorer.spec import resolve
     from explorer.training import TrainerConfig
 
-    env = os.environ.get("GENEX_TORCH_THREADS", "")
-    torch.set_num_threads(int(env) if env.isdigit() and int(env) > 0 else max(1, int(job["cpus"])))
+    from explorer.device import env_threads
+
+    torch.set_num_threads(env_threads() or max(1, int(job["cpus"])))
     idx, attempt = job["index"], job["attempt"]
     t0 = time.monotonic()
     tmp = Path(tempfile.mkdtemp(prefix="genex-ray-"))
